@@ -1,0 +1,40 @@
+/* kmsd configuration: defaults, then a `key = value` file, then KMS_<KEY>
+ * environment variables, in that order of precedence (last wins). */
+#ifndef CFG_H
+#define CFG_H
+
+#include <stdint.h>
+
+#include "km.h"
+
+struct cfg {
+	char *data_dir;		/* data_dir, KMS_DATA_DIR; default ./var */
+	char *listen;		/* listen, KMS_LISTEN; host:port, default 127.0.0.1:8420 */
+	char *pkcs11_module;	/* p11-kit module name or a module path */
+	char *pkcs11_token;	/* PKCS#11 URI selecting the token */
+	char *pin_file;		/* file holding the user PIN; KMS_PIN overrides */
+	char *db_path;		/* SQLite metadata; default <data_dir>/kmsd.db */
+	char *audit_dir;	/* default <data_dir>/audit */
+	char *port_file;	/* written with the bound port once listening; may be NULL */
+	char *log_level;	/* error|warn|info|debug */
+	long http_threads;	/* libmicrohttpd thread pool; default: cores */
+	long hsm_sessions;	/* PKCS#11 session pool; default http_threads + 2 */
+	long key_cache_size;	/* unwrapped named-key versions kept in the token */
+	long max_body;		/* bytes; default 1 MiB */
+	long max_connections;
+	long connection_timeout; /* seconds of inactivity before a close */
+	long usage_flush_seconds;
+	long retire_idle_seconds; /* a version used this recently cannot be retired */
+};
+
+/* Loads defaults, then `path` (may be NULL), then the environment.
+ * Unknown keys and malformed values are errors naming the key. */
+int cfg_load(const char *path, struct cfg **out) KM_WUR;
+void cfg_free(struct cfg *c);
+/* Reads the PIN: KMS_PIN if set, else the first line of pin_file.
+ * *pin is owned by the caller and must be freed with km_secure_free. */
+int cfg_read_pin(const struct cfg *c, char **pin, size_t *pin_len) KM_WUR;
+/* Prints every setting with its environment name and default. */
+void cfg_print_help(void);
+
+#endif
