@@ -38,6 +38,9 @@ int hsm_open(const struct hsm_config *cfg, struct hsm **out) KM_WUR;
  * present already. */
 int hsm_token_init(const char *module, const char *label, const char *so_pin,
     const char *user_pin) KM_WUR;
+/* The token label a PKCS#11 URI asks for ("pkcs11:token=kmsd" -> "kmsd");
+ * KM_ERR_CONFIG when the URI names no token label. */
+int hsm_uri_token_label(const char *uri, char label[33]) KM_WUR;
 /* Destroys cached session objects, logs out, finalizes. NULL is a no-op. */
 void hsm_free(struct hsm *h);
 /* KM_OK while the token answers and the session is logged in. */
@@ -78,7 +81,8 @@ int hsm_gcm_encrypt(struct hsm *h, struct hsm_key *k,
     const unsigned char iv[HSM_GCM_IV_LEN], const unsigned char *aad,
     size_t aadlen, const unsigned char *in, size_t inlen, unsigned char *out)
     KM_WUR;
-/* `in` is ciphertext || tag; `out` has room for inlen - HSM_GCM_TAG_LEN.
+/* `in` is ciphertext || tag; `out` has room for inlen bytes (tokens may
+ * want the whole length before they check the tag); *outlen is the result.
  * KM_ERR_INVALID_CIPHERTEXT when authentication fails. */
 int hsm_gcm_decrypt(struct hsm *h, struct hsm_key *k,
     const unsigned char iv[HSM_GCM_IV_LEN], const unsigned char *aad,

@@ -1,5 +1,4 @@
 /* Shared basics: error strings, bounded buffers, base64/hex, time. */
-#define _GNU_SOURCE
 #include "km.h"
 
 #include <ctype.h>

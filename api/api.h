@@ -1,0 +1,164 @@
+/* The request context shared by all handlers, the route table, and the
+ * helpers that let a handler read straight down: each *_or_respond helper
+ * answers the client itself and returns non-zero when the input is bad. */
+#ifndef API_H
+#define API_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "km.h"
+
+struct cfg;
+struct hsm;
+struct store;
+struct audit;
+struct usage;
+
+/* Everything a handler may use; owned by main. */
+struct api_ctx {
+	const struct cfg *cfg;
+	struct hsm *hsm;
+	struct store *store;
+	struct audit *audit;
+	struct usage *usage;
+};
+
+enum api_role {
+	ROLE_ADMIN = 1 << 0,
+	ROLE_APP = 1 << 1,
+	ROLE_AUDITOR = 1 << 2,
+	ROLE_OFFICER = 1 << 3,
+};
+#define ROLE_ANY (ROLE_ADMIN | ROLE_APP | ROLE_AUDITOR | ROLE_OFFICER)
+
+struct api_principal {
+	int authenticated;
+	enum api_role role;
+	char token_id[17];
+	char *keys;		/* app key patterns, owned */
+	char actor[32];		/* "token:<id>" or "anonymous" */
+};
+
+#define API_MAX_PARAMS 4
+
+struct api_req {
+	struct api_ctx *ctx;
+	const char *method;
+	const char *path;
+	const char *params[API_MAX_PARAMS];	/* captured {segments} */
+	char request_id[33];
+	const char *auth_header;	/* borrowed from the connection */
+	const char *if_none_match;
+	/* Query-string lookup, provided by the HTTP layer. */
+	const char *(*get_arg)(void *conn, const char *name);
+	void *conn;
+	const unsigned char *body;
+	size_t body_len;
+	struct api_principal who;
+
+	/* The answer. */
+	int status;
+	json_t *answer;
+	int answer_secret;		/* answer holds plaintext: wipe it */
+
+	/* The audit record. */
+	const char *op;
+	json_t *audit;			/* fields added by the handler */
+	int audited;			/* the handler already wrote it */
+	int no_audit;			/* health, ready */
+};
+
+typedef void (*api_handler)(struct api_req *rq);
+
+struct api_route {
+	const char *method;
+	const char *pattern;	/* "/v1/keys/{}/wrap" */
+	api_handler handler;
+	const char *op;		/* audit op name */
+	unsigned roles;		/* 0: unauthenticated */
+};
+
+/* The route table, NULL-terminated; defined in api/routes.c. */
+extern const struct api_route api_routes[];
+
+/* Runs one request to completion: routing, authentication, role check,
+ * handler, audit record. On return rq->status and rq->answer are set. */
+void api_dispatch(struct api_req *rq);
+void api_req_clear(struct api_req *rq);
+
+/* The one table from km_err to HTTP status and JSON error code. */
+int api_err_status(km_err e);
+const char *api_err_code(km_err e);
+
+/* Sets the error answer; `fmt` is the message (no secrets). */
+void api_error(struct api_req *rq, km_err e, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Sets a success answer, taking ownership of `body`. */
+void api_answer(struct api_req *rq, int status, json_t *body);
+/* Builds {"code","message"} for a batch item. */
+json_t *api_item_error(km_err e, const char *message);
+
+/* Parses the body as a JSON object or answers 400. */
+int api_body_or_respond(struct api_req *rq, json_t **obj);
+/* Field getters: answer 400 invalid_request naming the field on a wrong
+ * type or a missing required field. Absent optional fields leave the
+ * output untouched. */
+int api_string_or_respond(struct api_req *rq, json_t *obj, const char *field,
+    int required, const char **out);
+int api_bool_or_respond(struct api_req *rq, json_t *obj, const char *field,
+    int *out);
+int api_int_or_respond(struct api_req *rq, json_t *obj, const char *field,
+    json_int_t min, json_int_t max, json_int_t *out);
+/* Answers 403 unless the caller's role is in `roles`. */
+int api_role_or_respond(struct api_req *rq, unsigned roles);
+/* Answers 403 unless an app token's patterns match `name` (other roles
+ * pass). */
+int api_key_access_or_respond(struct api_req *rq, const char *name);
+/* 1 when the principal may see key `name`. */
+int api_key_visible(const struct api_principal *who, const char *name);
+/* Validates a key name (1..128 of [A-Za-z0-9._-], starting alphanumeric). */
+int api_key_name_valid(const char *name);
+
+/* Audit helpers: add a field to this request's record. */
+void api_audit_set(struct api_req *rq, const char *field, json_t *value);
+/* Writes this request's audit record now, with the given outcome; used as
+ * a store commit hook so a state change commits only with its record. */
+int api_audit_now(struct api_req *rq, const char *outcome, int status);
+
+/* A query-string argument or NULL. */
+const char *api_arg(struct api_req *rq, const char *name);
+
+/* Authentication: resolves the bearer token of rq into rq->who. */
+int api_authenticate(struct api_req *rq) KM_WUR;
+void api_principal_clear(struct api_principal *who);
+struct store_token;
+/* Gives `t` a fresh random id and secret: fills t->id and t->hash and
+ * writes the bearer string "kms.<id>.<secret hex>" to `out` (96 bytes),
+ * which the caller wipes after use. */
+int api_token_mint(struct store_token *t, char out[96]) KM_WUR;
+const char *api_role_name(enum api_role r);
+int api_role_parse(const char *s, enum api_role *out) KM_WUR;
+
+/* Handlers. */
+void api_health(struct api_req *rq);
+void api_ready(struct api_req *rq);
+void api_keys_create(struct api_req *rq);
+void api_keys_list(struct api_req *rq);
+void api_keys_get(struct api_req *rq);
+void api_keys_rotate(struct api_req *rq);
+void api_keys_state(struct api_req *rq);
+void api_crypto_wrap(struct api_req *rq);
+void api_crypto_unwrap(struct api_req *rq);
+void api_crypto_rewrap(struct api_req *rq);
+void api_crypto_datakey(struct api_req *rq);
+void api_tokens_create(struct api_req *rq);
+void api_tokens_list(struct api_req *rq);
+void api_tokens_revoke(struct api_req *rq);
+
+/* A key object as served by GET /v1/keys/{name}. */
+json_t *api_key_json(struct api_req *rq, const void *store_key);
+
+#endif

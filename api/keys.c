@@ -1,0 +1,528 @@
+/* Key resource: create, list, show, rotate, and version state moves. */
+#include "api.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cfg.h"
+#include "hsm.h"
+#include "store.h"
+#include "usage.h"
+
+#define MAX_LIST 1000
+
+static json_t *
+time_or_null(int64_t us)
+{
+	char ts[40];
+
+	if (us == 0)
+		return json_null();
+	km_time_format(us, 0, ts, sizeof(ts));
+	return json_string(ts);
+}
+
+static json_t *
+version_json(struct api_req *rq, const struct store_key *k,
+    const struct store_version *v)
+{
+	uint64_t pending = 0;
+	int64_t last = 0;
+
+	usage_pending(rq->ctx->usage, k->id, v->version, &pending, &last);
+	if (v->last_used_at > last)
+		last = v->last_used_at;
+	return json_pack("{s:I, s:s, s:o, s:I, s:o, s:I}",
+	    "version", (json_int_t)v->version,
+	    "state", km_state_name(v->state),
+	    "created_at", time_or_null(v->created_at),
+	    "mek_version", (json_int_t)v->mek_version,
+	    "last_used_at", time_or_null(last),
+	    "use_count", (json_int_t)(v->use_count + pending));
+}
+
+json_t *
+api_key_json(struct api_req *rq, const void *store_key)
+{
+	const struct store_key *k = store_key;
+	json_t *o, *versions, *req;
+	char period[32];
+	size_t i;
+
+	versions = json_array();
+	req = json_array();
+	for (i = 0; i < k->n_versions; i++)
+		json_array_append_new(versions, version_json(rq, k, &k->versions[i]));
+	for (i = 0; i < k->n_required; i++)
+		json_array_append_new(req, json_string(k->required_context[i]));
+	km_duration_format(k->rotation_period, period, sizeof(period));
+	o = json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
+	    "name", k->name, "type", k->type, "purpose", k->purpose,
+	    "primary_version", k->primary_version ?
+	    json_integer(k->primary_version) : json_null(),
+	    "rotation_period", k->rotation_period ? json_string(period) :
+	    json_null(),
+	    "next_rotation_at", time_or_null(k->next_rotation_at),
+	    "expires_at", time_or_null(k->expires_at),
+	    "required_context", req,
+	    "created_at", time_or_null(k->created_at),
+	    "versions", versions);
+	return o;
+}
+
+static int
+audit_ok_hook(void *arg)
+{
+	struct api_req *rq = arg;
+
+	return api_audit_now(rq, "ok", rq->status);
+}
+
+static int
+parse_required_context(struct api_req *rq, json_t *body, struct store_key *k)
+{
+	json_t *arr = json_object_get(body, "required_context"), *v;
+	size_t i, j;
+
+	if (arr == NULL || json_is_null(arr))
+		return 0;
+	if (!json_is_array(arr) || json_array_size(arr) > 16) {
+		api_error(rq, KM_ERR_INVALID_REQUEST,
+		    "required_context must be an array of at most 16 names");
+		return -1;
+	}
+	if ((k->required_context = calloc(json_array_size(arr) + 1,
+	    sizeof(char *))) == NULL) {
+		api_error(rq, KM_ERR_NOMEM, "out of memory");
+		return -1;
+	}
+	json_array_foreach(arr, i, v) {
+		const char *s = json_string_value(v);
+
+		if (s == NULL || s[0] == '\0' || strlen(s) > 256 ||
+		    strlen(s) != json_string_length(v)) {
+			api_error(rq, KM_ERR_INVALID_REQUEST, "required_context "
+			    "entries must be names of 1..256 bytes");
+			return -1;
+		}
+		for (j = 0; j < k->n_required; j++) {
+			if (strcmp(k->required_context[j], s) == 0) {
+				api_error(rq, KM_ERR_INVALID_REQUEST,
+				    "required_context names '%s' twice", s);
+				return -1;
+			}
+		}
+		if ((k->required_context[k->n_required] = strdup(s)) == NULL) {
+			api_error(rq, KM_ERR_NOMEM, "out of memory");
+			return -1;
+		}
+		k->n_required++;
+	}
+	return 0;
+}
+
+static int
+parse_type(struct api_req *rq, const char *type, struct store_key *k)
+{
+	static const char *const sign_types[] = {
+		"ec-p256", "rsa-2048", "rsa-3072", "ed25519",
+	};
+	size_t i;
+
+	if (strcmp(type, "aes256-gcm") == 0) {
+		snprintf(k->type, sizeof(k->type), "%s", type);
+		snprintf(k->purpose, sizeof(k->purpose), "encrypt");
+		return 0;
+	}
+	for (i = 0; i < sizeof(sign_types) / sizeof(sign_types[0]); i++) {
+		if (strcmp(type, sign_types[i]) == 0) {
+			api_error(rq, KM_ERR_UNSUPPORTED_KEY_TYPE,
+			    "signing key type '%s' is not available in this "
+			    "build yet", type);
+			return -1;
+		}
+	}
+	api_error(rq, KM_ERR_INVALID_REQUEST, "unknown key type '%s' (aes256-gcm,"
+	    " ec-p256, rsa-2048, rsa-3072, ed25519)", type);
+	return -1;
+}
+
+/* A fresh version under the current MEK: generated and wrapped in the token. */
+static int
+new_version_or_respond(struct api_req *rq, struct store_version *v)
+{
+	uint32_t mek;
+	int r;
+
+	memset(v, 0, sizeof(*v));
+	if ((r = store_mek_current(rq->ctx->store, &mek)) != KM_OK) {
+		api_error(rq, r == KM_ERR_NOT_FOUND ? KM_ERR_HSM : r,
+		    "no MEK version is recorded; run kmsctl init");
+		return -1;
+	}
+	if ((r = hsm_key_generate(rq->ctx->hsm, HSM_KEY_AES256, mek,
+	    &v->wrapped, &v->wrapped_len)) != KM_OK) {
+		api_error(rq, r, "the token could not generate the key");
+		return -1;
+	}
+	v->state = KM_STATE_PRIMARY;
+	v->created_at = km_now_us();
+	v->mek_version = mek;
+	v->storage = STORE_WRAPPED;
+	return 0;
+}
+
+static int
+parse_times(struct api_req *rq, json_t *body, struct store_key *k)
+{
+	const char *period = NULL, *expires = NULL;
+
+	if (api_string_or_respond(rq, body, "rotation_period", 0, &period) ||
+	    api_string_or_respond(rq, body, "expires_at", 0, &expires))
+		return -1;
+	if (period != NULL &&
+	    km_duration_parse(period, &k->rotation_period) != KM_OK) {
+		api_error(rq, KM_ERR_INVALID_REQUEST, "rotation_period '%s' is "
+		    "not a duration like 90d, 12h, 30m or 3600s", period);
+		return -1;
+	}
+	if (expires != NULL && (km_time_parse(expires, &k->expires_at) != KM_OK ||
+	    k->expires_at <= km_now_us())) {
+		api_error(rq, KM_ERR_INVALID_REQUEST, "expires_at must be an "
+		    "RFC 3339 time in the future");
+		return -1;
+	}
+	return 0;
+}
+
+void
+api_keys_create(struct api_req *rq)
+{
+	struct store_key k = { 0 };
+	struct store_version v;
+	const char *name = NULL, *type = "aes256-gcm";
+	json_t *body = NULL;
+	int r;
+
+	memset(&v, 0, sizeof(v));
+	if (api_body_or_respond(rq, &body) ||
+	    api_string_or_respond(rq, body, "name", 1, &name) ||
+	    api_string_or_respond(rq, body, "type", 0, &type))
+		goto out;
+	api_audit_set(rq, "key", json_string(name));
+	if (!api_key_name_valid(name)) {
+		api_error(rq, KM_ERR_INVALID_REQUEST, "key names are 1..128 "
+		    "characters of A-Z a-z 0-9 . _ - starting with a letter or digit");
+		goto out;
+	}
+	snprintf(k.name, sizeof(k.name), "%s", name);
+	if (parse_type(rq, type, &k) || parse_times(rq, body, &k) ||
+	    parse_required_context(rq, body, &k))
+		goto out;
+	if (new_version_or_respond(rq, &v))
+		goto out;
+	v.version = 1;
+	k.created_at = v.created_at;
+	k.primary_version = 1;
+	if (k.rotation_period)
+		k.next_rotation_at = k.created_at + k.rotation_period * 1000000;
+	k.versions = &v;
+	k.n_versions = 1;
+	api_audit_set(rq, "version", json_integer(1));
+	api_audit_set(rq, "type", json_string(k.type));
+	api_audit_set(rq, "mek_version", json_integer(v.mek_version));
+	rq->status = 201;
+	if ((r = store_key_create(rq->ctx->store, &k, audit_ok_hook, rq)) != KM_OK) {
+		api_error(rq, r, r == KM_ERR_KEY_EXISTS ? "key '%s' exists" :
+		    "key '%s' was not created", name);
+		goto out;
+	}
+	api_answer(rq, 201, api_key_json(rq, &k));
+out:
+	k.versions = NULL;
+	k.n_versions = 0;
+	free(v.wrapped);
+	for (size_t i = 0; i < k.n_required; i++)
+		free(k.required_context[i]);
+	free(k.required_context);
+	json_decref(body);
+}
+
+struct list_filter {
+	const struct api_principal *who;
+};
+
+static int
+list_match(const char *name, void *arg)
+{
+	struct list_filter *f = arg;
+
+	return api_key_visible(f->who, name);
+}
+
+void
+api_keys_list(struct api_req *rq)
+{
+	struct list_filter f = { &rq->who };
+	struct store_key **keys = NULL;
+	const char *after = api_arg(rq, "after"), *lim = api_arg(rq, "limit");
+	size_t n = 0, i, limit = 100;
+	json_t *arr;
+	char *end;
+	int r;
+
+	if (lim != NULL) {
+		long l = strtol(lim, &end, 10);
+
+		if (*lim == '\0' || *end != '\0' || l < 1 || l > MAX_LIST) {
+			api_error(rq, KM_ERR_INVALID_REQUEST,
+			    "limit must be 1..%d", MAX_LIST);
+			return;
+		}
+		limit = (size_t)l;
+	}
+	if ((r = store_key_list(rq->ctx->store, after, limit, list_match, &f,
+	    &keys, &n)) != KM_OK) {
+		api_error(rq, r, "listing keys failed");
+		return;
+	}
+	arr = json_array();
+	for (i = 0; i < n; i++)
+		json_array_append_new(arr, api_key_json(rq, keys[i]));
+	api_answer(rq, 200, json_pack("{s:o, s:o}", "keys", arr, "next",
+	    n == limit ? json_string(keys[n - 1]->name) : json_null()));
+	for (i = 0; i < n; i++)
+		store_key_free(keys[i]);
+	free(keys);
+}
+
+/* Loads key params[0] after the access check, or answers. */
+static int
+key_or_respond(struct api_req *rq, struct store_key **k)
+{
+	const char *name = rq->params[0];
+	int r;
+
+	*k = NULL;
+	api_audit_set(rq, "key", json_string(name));
+	if (api_key_access_or_respond(rq, name))
+		return -1;
+	if ((r = store_key_get(rq->ctx->store, name, k)) != KM_OK) {
+		api_error(rq, r, r == KM_ERR_KEY_NOT_FOUND ? "no key named '%s'" :
+		    "reading key '%s' failed", name);
+		return -1;
+	}
+	return 0;
+}
+
+void
+api_keys_get(struct api_req *rq)
+{
+	struct store_key *k;
+
+	if (key_or_respond(rq, &k))
+		return;
+	api_answer(rq, 200, api_key_json(rq, k));
+	store_key_free(k);
+}
+
+static void
+answer_key_again(struct api_req *rq, const char *name, int status)
+{
+	struct store_key *k = NULL;
+
+	/* The change is committed and audited; a failed re-read must not
+	 * turn it into an error the client would retry. */
+	if (store_key_get(rq->ctx->store, name, &k) == KM_OK)
+		api_answer(rq, status, api_key_json(rq, k));
+	else
+		api_answer(rq, status, json_pack("{s:s}", "name", name));
+	store_key_free(k);
+}
+
+struct rotate_arg {
+	struct api_req *rq;
+	const struct store_version *v;
+};
+
+static int
+rotate_hook(void *arg)
+{
+	struct rotate_arg *ra = arg;
+
+	api_audit_set(ra->rq, "version", json_integer(ra->v->version));
+	return api_audit_now(ra->rq, "ok", ra->rq->status);
+}
+
+void
+api_keys_rotate(struct api_req *rq)
+{
+	struct store_key *k = NULL;
+	struct store_version v;
+	struct rotate_arg ra = { rq, &v };
+	int64_t next = 0;
+	int r;
+
+	memset(&v, 0, sizeof(v));
+	if (key_or_respond(rq, &k) || new_version_or_respond(rq, &v))
+		goto out;
+	if (k->rotation_period)
+		next = v.created_at + k->rotation_period * 1000000;
+	api_audit_set(rq, "previous_version", k->primary_version ?
+	    json_integer(k->primary_version) : json_null());
+	api_audit_set(rq, "mek_version", json_integer(v.mek_version));
+	rq->status = 200;
+	/* The new version number is assigned inside the transaction; the
+	 * hook records it. */
+	if ((r = store_key_rotate(rq->ctx->store, k->name, &v, next,
+	    rotate_hook, &ra)) != KM_OK) {
+		api_error(rq, r, "rotating key '%s' failed", k->name);
+		goto out;
+	}
+	answer_key_again(rq, k->name, 200);
+out:
+	free(v.wrapped);
+	store_key_free(k);
+}
+
+static const struct store_version *
+find_version(const struct store_key *k, uint32_t version)
+{
+	size_t i;
+
+	for (i = 0; i < k->n_versions; i++)
+		if (k->versions[i].version == version)
+			return &k->versions[i];
+	return NULL;
+}
+
+/* Decides whether `who` may move a version from `from` to `to` without a
+ * ceremony (DESIGN.md section 3, docs/API.md). */
+static km_err
+transition_check(const struct api_principal *who, enum km_state from,
+    enum km_state to, const char **why)
+{
+	*why = NULL;
+	if (from == KM_STATE_REVOKED || from == KM_STATE_DESTROYED) {
+		*why = "revoked and destroyed are final";
+		return KM_ERR_INVALID_TRANSITION;
+	}
+	if (to == KM_STATE_DESTROYED) {
+		*why = "destroying key material needs an M-of-N ceremony";
+		return KM_ERR_CEREMONY_REQUIRED;
+	}
+	if (to == KM_STATE_REVOKED) {
+		if (who->role != ROLE_OFFICER) {
+			*why = "only a security officer may revoke";
+			return KM_ERR_FORBIDDEN;
+		}
+		return KM_OK;
+	}
+	if (who->role != ROLE_ADMIN) {
+		*why = "officers may only revoke";
+		return KM_ERR_FORBIDDEN;
+	}
+	if (to == KM_STATE_PRIMARY) {
+		*why = "a version becomes primary only by rotation";
+		return KM_ERR_INVALID_TRANSITION;
+	}
+	if (to == KM_STATE_ACTIVE && from == KM_STATE_ARCHIVED) {
+		*why = "archived -> active needs an M-of-N ceremony";
+		return KM_ERR_CEREMONY_REQUIRED;
+	}
+	if ((to == KM_STATE_RETIRED && from == KM_STATE_ACTIVE) ||
+	    (to == KM_STATE_ACTIVE && from == KM_STATE_RETIRED) ||
+	    (to == KM_STATE_ARCHIVED &&
+	    (from == KM_STATE_ACTIVE || from == KM_STATE_RETIRED)))
+		return KM_OK;
+	*why = "that move is not allowed";
+	return KM_ERR_INVALID_TRANSITION;
+}
+
+static int
+parse_version_or_respond(struct api_req *rq, uint32_t *version)
+{
+	const char *s = rq->params[1];
+	char *end;
+	unsigned long v;
+
+	v = strtoul(s, &end, 10);
+	if (*s < '1' || *s > '9' || *end != '\0' || v > UINT32_MAX) {
+		api_error(rq, KM_ERR_VERSION_NOT_FOUND, "'%s' is not a version", s);
+		return -1;
+	}
+	*version = (uint32_t)v;
+	return 0;
+}
+
+/* Refuses to retire a version used within retire_idle_seconds, unless
+ * forced: retiring is the step after old-version use has reached zero. */
+static int
+idle_or_respond(struct api_req *rq, const struct store_key *k,
+    const struct store_version *v, int force)
+{
+	uint64_t pending;
+	int64_t last, idle_us = (int64_t)rq->ctx->cfg->retire_idle_seconds * 1000000;
+
+	usage_pending(rq->ctx->usage, k->id, v->version, &pending, &last);
+	if (v->last_used_at > last)
+		last = v->last_used_at;
+	if (force || last == 0 || km_now_us() - last >= idle_us)
+		return 0;
+	api_error(rq, KM_ERR_VERSION_IN_USE, "version %u of '%s' was used "
+	    "%lld s ago; rewrap its blobs first or send \"force\": true",
+	    v->version, k->name, (long long)((km_now_us() - last) / 1000000));
+	return -1;
+}
+
+void
+api_keys_state(struct api_req *rq)
+{
+	struct store_key *k = NULL;
+	const struct store_version *v;
+	const char *state = NULL, *why;
+	enum km_state to;
+	json_t *body = NULL;
+	uint32_t version;
+	int force = 0, r;
+
+	if (parse_version_or_respond(rq, &version) || key_or_respond(rq, &k) ||
+	    api_body_or_respond(rq, &body) ||
+	    api_string_or_respond(rq, body, "state", 1, &state) ||
+	    api_bool_or_respond(rq, body, "force", &force))
+		goto out;
+	api_audit_set(rq, "version", json_integer(version));
+	if (km_state_parse(state, &to) != KM_OK) {
+		api_error(rq, KM_ERR_INVALID_REQUEST, "unknown state '%s'", state);
+		goto out;
+	}
+	if ((v = find_version(k, version)) == NULL) {
+		api_error(rq, KM_ERR_VERSION_NOT_FOUND, "key '%s' has no version %u",
+		    k->name, version);
+		goto out;
+	}
+	api_audit_set(rq, "from", json_string(km_state_name(v->state)));
+	api_audit_set(rq, "to", json_string(km_state_name(to)));
+	if ((r = transition_check(&rq->who, v->state, to, &why)) != KM_OK) {
+		api_error(rq, r, "%s -> %s: %s", km_state_name(v->state),
+		    km_state_name(to), why);
+		goto out;
+	}
+	if (to == KM_STATE_RETIRED && idle_or_respond(rq, k, v, force))
+		goto out;
+	if (force)
+		api_audit_set(rq, "force", json_true());
+	rq->status = 200;
+	if ((r = store_version_set_state(rq->ctx->store, k->name, version,
+	    v->state, to, audit_ok_hook, rq)) != KM_OK) {
+		api_error(rq, r, "moving version %u of '%s' to %s failed",
+		    version, k->name, state);
+		goto out;
+	}
+	answer_key_again(rq, k->name, 200);
+out:
+	json_decref(body);
+	store_key_free(k);
+}

@@ -1,0 +1,258 @@
+/* kmsd: the key service daemon. Wires config, token, store, audit log and
+ * HTTP server together, and stops cleanly on SIGTERM. */
+#include <errno.h>
+#include <getopt.h>
+#include <malloc.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <openssl/crypto.h>
+
+#include "api.h"
+#include "audit.h"
+#include "cfg.h"
+#include "hsm.h"
+#include "kmsd_version.h"
+#include "log.h"
+#include "server.h"
+#include "store.h"
+#include "usage.h"
+
+static void
+usage_text(void)
+{
+	printf("Usage: kmsd [--config FILE]\n"
+	    "\n"
+	    "Key service beside a PKCS#11 token: wraps and unwraps data keys\n"
+	    "over HTTP, keeps every operation in a hash-chained audit log.\n"
+	    "\n"
+	    "Options:\n"
+	    "  -c, --config FILE   key = value settings (also KMS_CONFIG)\n"
+	    "  -h, --help          this text\n"
+	    "  -V, --version       print the version\n"
+	    "\n"
+	    "Run `kmsctl init` once before the first start.\n"
+	    "SIGTERM or SIGINT: finish running requests, flush, exit 0.\n"
+	    "Exit codes: 0 clean stop, 1 start-up failed, 2 usage.\n\n");
+	cfg_print_help();
+}
+
+/* jansson's allocations may hold plaintext DEKs: wipe them on free. */
+static void
+json_wipe_free(void *p)
+{
+	if (p == NULL)
+		return;
+	OPENSSL_cleanse(p, malloc_usable_size(p));
+	free(p);
+}
+
+static void
+harden_process(void)
+{
+	struct rlimit no_core = { 0, 0 };
+
+	umask(077);
+	/* Core dumps would hold unwrapped DEKs and the PIN. */
+	if (setrlimit(RLIMIT_CORE, &no_core) != 0)
+		log_warn("cannot disable core dumps: %s", strerror(errno));
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+		log_warn("cannot clear the dumpable flag: %s", strerror(errno));
+}
+
+static int
+write_port_file(const char *path, uint16_t port)
+{
+	char tmp[4096];
+	FILE *f;
+
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+		return KM_ERR_CONFIG;
+	if ((f = fopen(tmp, "w")) == NULL)
+		return KM_ERR_IO;
+	fprintf(f, "%u\n", port);
+	if (fclose(f) != 0 || rename(tmp, path) != 0)
+		return KM_ERR_IO;
+	return KM_OK;
+}
+
+static int
+audit_lifecycle(struct audit *a, const char *op)
+{
+	unsigned char rid[16];
+	char rid_hex[33];
+	json_t *rec;
+	int r;
+
+	if (km_random(rid, sizeof(rid)) != KM_OK)
+		return KM_ERR_INTERNAL;
+	km_hex(rid, sizeof(rid), rid_hex);
+	rec = json_pack("{s:s, s:s, s:s, s:s, s:i, s:n, s:n, s:s}",
+	    "request_id", rid_hex, "actor", "kmsd", "op", op, "outcome", "ok",
+	    "status", 0, "key", "version", "kmsd_version", KMSD_VERSION);
+	if (rec == NULL)
+		return KM_ERR_NOMEM;
+	r = audit_append(a, rec, NULL);
+	json_decref(rec);
+	return r;
+}
+
+static int
+open_hsm(const struct cfg *c, struct hsm **out)
+{
+	struct hsm_config hc = { 0 };
+	char *pin = NULL;
+	size_t pin_len = 0;
+	int r;
+
+	if ((r = cfg_read_pin(c, &pin, &pin_len)) != KM_OK)
+		return r;
+	hc.module = c->pkcs11_module;
+	hc.token_uri = c->pkcs11_token;
+	hc.pin = pin;
+	hc.pin_len = pin_len;
+	hc.sessions = (size_t)c->hsm_sessions;
+	hc.key_cache = (size_t)c->key_cache_size;
+	r = hsm_open(&hc, out);
+	km_secure_free(pin, pin_len);
+	return r;
+}
+
+static int
+check_mek(struct store *st, struct hsm *h)
+{
+	uint32_t v;
+	int r;
+
+	if ((r = store_mek_current(st, &v)) != KM_OK) {
+		log_error("no MEK version is recorded in the store; run "
+		    "`kmsctl init` first");
+		return KM_ERR_CONFIG;
+	}
+	if ((r = hsm_mek_find(h, v)) != KM_OK) {
+		log_error("MEK version %u (kms-mek-v%u) is not in the token", v, v);
+		return KM_ERR_HSM;
+	}
+	return KM_OK;
+}
+
+/* Waits for SIGTERM/SIGINT, flushing use counters on the way. */
+static void
+run_until_signal(const struct cfg *c, struct api_ctx *ctx)
+{
+	struct timespec tick = { 1, 0 };
+	sigset_t set;
+	int64_t last_flush = km_now_us();
+	int sig;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	for (;;) {
+		sig = sigtimedwait(&set, NULL, &tick);
+		if (sig == SIGTERM || sig == SIGINT) {
+			log_info("signal %d: stopping", sig);
+			return;
+		}
+		if (km_now_us() - last_flush >= c->usage_flush_seconds * 1000000) {
+			if (usage_flush(ctx->usage, ctx->store) != KM_OK)
+				log_debug("use counters kept for the next flush");
+			last_flush = km_now_us();
+		}
+	}
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *config = getenv("KMS_CONFIG");
+	struct api_ctx ctx = { 0 };
+	struct server *srv = NULL;
+	struct cfg *c = NULL;
+	sigset_t set;
+	uint16_t port;
+	int ch, r, status = 1;
+
+	while ((ch = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'c': config = optarg; break;
+		case 'h': usage_text(); return 0;
+		case 'V': printf("kmsd %s\n", KMSD_VERSION); return 0;
+		default: usage_text(); return 2;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "kmsd: unexpected argument '%s'\n", argv[optind]);
+		return 2;
+	}
+	harden_process();
+	json_set_alloc_funcs(malloc, json_wipe_free);
+	/* Block the stop signals in every thread; main waits for them. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if (cfg_load(config, &c) != KM_OK)
+		goto out;
+	log_set_level((enum log_level)log_level_parse(c->log_level));
+	if (mkdir(c->data_dir, 0700) != 0 && errno != EEXIST) {
+		log_error("cannot create data directory %s: %s", c->data_dir,
+		    strerror(errno));
+		goto out;
+	}
+	ctx.cfg = c;
+	if ((r = open_hsm(c, &ctx.hsm)) != KM_OK) {
+		log_error("cannot use the token: %s", km_strerror(r));
+		goto out;
+	}
+	if ((r = store_open(c->db_path, &ctx.store)) != KM_OK ||
+	    (r = check_mek(ctx.store, ctx.hsm)) != KM_OK ||
+	    (r = audit_open(c->audit_dir, &ctx.audit)) != KM_OK ||
+	    (r = usage_new(&ctx.usage)) != KM_OK) {
+		log_error("start-up failed: %s", km_strerror(r));
+		goto out;
+	}
+	if ((r = audit_lifecycle(ctx.audit, "start")) != KM_OK) {
+		log_error("cannot write the start record: %s", km_strerror(r));
+		goto out;
+	}
+	if ((r = server_start(c, &ctx, &srv, &port)) != KM_OK)
+		goto out;
+	if (c->port_file != NULL && write_port_file(c->port_file, port) != KM_OK) {
+		log_error("cannot write port file %s", c->port_file);
+		goto out;
+	}
+	log_info("kmsd %s listening on %s (port %u), %ld threads", KMSD_VERSION,
+	    c->listen, port, c->http_threads);
+	run_until_signal(c, &ctx);
+	server_stop(srv);
+	srv = NULL;
+	if (usage_flush(ctx.usage, ctx.store) != KM_OK)
+		log_warn("use counters were not flushed at stop");
+	if (audit_lifecycle(ctx.audit, "stop") != KM_OK)
+		log_error("cannot write the stop record");
+	status = 0;
+out:
+	server_stop(srv);
+	usage_free(ctx.usage);
+	audit_free(ctx.audit);
+	store_free(ctx.store);
+	hsm_free(ctx.hsm);
+	cfg_free(c);
+	return status;
+}

@@ -1,0 +1,289 @@
+/* HTTP server on libmicrohttpd: body limits, request ids, JSON answers. */
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <malloc.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <microhttpd.h>
+#include <openssl/crypto.h>
+
+#include "api.h"
+#include "cfg.h"
+#include "log.h"
+
+struct server {
+	struct MHD_Daemon *daemon;
+	struct api_ctx *ctx;
+	size_t max_body;
+};
+
+/* Per-connection request state, created on the first callback. */
+struct conn_state {
+	struct km_buf body;
+	int too_large;
+};
+
+static void
+wipe_free(void *p)
+{
+	if (p == NULL)
+		return;
+	/* The answer may hold a plaintext DEK or a new token secret. */
+	OPENSSL_cleanse(p, malloc_usable_size(p));
+	free(p);
+}
+
+static const char *
+get_arg(void *conn, const char *name)
+{
+	return MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+static enum MHD_Result
+send_json(struct MHD_Connection *conn, int status, json_t *answer,
+    const char *request_id)
+{
+	struct MHD_Response *resp;
+	enum MHD_Result ret;
+	char *text;
+
+	text = answer ? json_dumps(answer, JSON_COMPACT) : NULL;
+	if (text == NULL) {
+		static const char oom[] = "{\"error\":{\"code\":\"unavailable\","
+		    "\"message\":\"out of memory\",\"request_id\":\"\"}}";
+
+		status = 503;
+		resp = MHD_create_response_from_buffer(sizeof(oom) - 1,
+		    (void *)oom, MHD_RESPMEM_PERSISTENT);
+	} else {
+		resp = MHD_create_response_from_buffer_with_free_callback(
+		    strlen(text), text, wipe_free);
+	}
+	if (resp == NULL) {
+		wipe_free(text);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, "Content-Type", "application/json");
+	MHD_add_response_header(resp, "X-Request-Id", request_id);
+	MHD_add_response_header(resp, "Cache-Control", "no-store");
+	ret = MHD_queue_response(conn, (unsigned)status, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+static void
+new_request_id(char out[33])
+{
+	unsigned char b[16];
+
+	if (km_random(b, sizeof(b)) != KM_OK)
+		memset(b, 0, sizeof(b));
+	km_hex(b, sizeof(b), out);
+}
+
+static enum MHD_Result
+answer_too_large(struct server *srv, struct MHD_Connection *conn)
+{
+	struct api_req rq;
+	enum MHD_Result ret;
+
+	memset(&rq, 0, sizeof(rq));
+	new_request_id(rq.request_id);
+	api_error(&rq, KM_ERR_TOO_LARGE, "request body is over %zu bytes",
+	    srv->max_body);
+	ret = send_json(conn, rq.status, rq.answer, rq.request_id);
+	json_decref(rq.answer);
+	return ret;
+}
+
+static int
+declared_too_large(struct server *srv, struct MHD_Connection *conn)
+{
+	const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+	    MHD_HTTP_HEADER_CONTENT_LENGTH);
+	char *end;
+	unsigned long long n;
+
+	if (cl == NULL)
+		return 0;
+	n = strtoull(cl, &end, 10);
+	return *end != '\0' || n > srv->max_body;
+}
+
+static enum MHD_Result
+on_request(void *cls, struct MHD_Connection *conn, const char *url,
+    const char *method, const char *version, const char *upload_data,
+    size_t *upload_data_size, void **con_cls)
+{
+	struct server *srv = cls;
+	struct conn_state *cs = *con_cls;
+	struct api_req rq;
+	enum MHD_Result ret;
+
+	(void)version;
+	if (cs == NULL) {
+		if ((cs = calloc(1, sizeof(*cs))) == NULL)
+			return MHD_NO;
+		cs->body.limit = srv->max_body;
+		*con_cls = cs;
+		if (declared_too_large(srv, conn)) {
+			cs->too_large = 1;
+			return answer_too_large(srv, conn);
+		}
+		return MHD_YES;
+	}
+	if (*upload_data_size != 0) {
+		if (!cs->too_large &&
+		    km_buf_append(&cs->body, upload_data, *upload_data_size) != KM_OK) {
+			cs->too_large = 1;
+			km_buf_free(&cs->body);
+			*upload_data_size = 0;
+			return answer_too_large(srv, conn);
+		}
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	if (cs->too_large)
+		return MHD_YES;
+
+	memset(&rq, 0, sizeof(rq));
+	rq.ctx = srv->ctx;
+	rq.method = method;
+	rq.path = url;
+	rq.body = cs->body.data;
+	rq.body_len = cs->body.len;
+	rq.auth_header = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+	    MHD_HTTP_HEADER_AUTHORIZATION);
+	rq.if_none_match = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+	    MHD_HTTP_HEADER_IF_NONE_MATCH);
+	rq.get_arg = get_arg;
+	rq.conn = conn;
+	new_request_id(rq.request_id);
+	api_dispatch(&rq);
+	ret = send_json(conn, rq.status, rq.answer, rq.request_id);
+	api_req_clear(&rq);
+	km_buf_free(&cs->body);
+	return ret;
+}
+
+static void
+on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+    enum MHD_RequestTerminationCode toe)
+{
+	struct conn_state *cs = *con_cls;
+
+	(void)cls;
+	(void)conn;
+	(void)toe;
+	if (cs == NULL)
+		return;
+	km_buf_free(&cs->body);
+	free(cs);
+	*con_cls = NULL;
+}
+
+static void
+on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char line[512];
+
+	(void)cls;
+	vsnprintf(line, sizeof(line), fmt, ap);
+	line[strcspn(line, "\n")] = '\0';
+	log_warn("http: %s", line);
+}
+
+/* Resolves "host:port" or "[v6]:port" into a socket address. */
+static int
+parse_listen(const char *listen, struct sockaddr_storage *ss, int *family)
+{
+	struct addrinfo hints, *res = NULL;
+	char host[256], *port;
+	int r;
+
+	if (snprintf(host, sizeof(host), "%s", listen) >= (int)sizeof(host))
+		return KM_ERR_CONFIG;
+	if ((port = strrchr(host, ':')) == NULL)
+		return KM_ERR_CONFIG;
+	*port++ = '\0';
+	if (host[0] == '[') {
+		size_t n = strlen(host);
+
+		if (n < 2 || host[n - 1] != ']')
+			return KM_ERR_CONFIG;
+		host[n - 1] = '\0';
+		memmove(host, host + 1, n - 1);
+	}
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICSERV | AI_PASSIVE;
+	if ((r = getaddrinfo(host, port, &hints, &res)) != 0 || res == NULL) {
+		log_error("listen address '%s' does not resolve: %s", listen,
+		    gai_strerror(r));
+		return KM_ERR_CONFIG;
+	}
+	memcpy(ss, res->ai_addr, res->ai_addrlen);
+	*family = res->ai_family;
+	freeaddrinfo(res);
+	return KM_OK;
+}
+
+int
+server_start(const struct cfg *c, struct api_ctx *ctx, struct server **out,
+    uint16_t *port)
+{
+	struct sockaddr_storage ss;
+	const union MHD_DaemonInfo *info;
+	struct server *srv;
+	unsigned flags;
+	int family, r;
+
+	*out = NULL;
+	*port = 0;
+	if ((r = parse_listen(c->listen, &ss, &family)) != KM_OK) {
+		log_error("listen = '%s' is not host:port", c->listen);
+		return r;
+	}
+	if ((srv = calloc(1, sizeof(*srv))) == NULL)
+		return KM_ERR_NOMEM;
+	srv->ctx = ctx;
+	srv->max_body = (size_t)c->max_body;
+	flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+	    MHD_USE_ERROR_LOG;
+	if (family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	/* The logger must come first or MHD logs the earlier options itself. */
+	srv->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, srv,
+	    MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv,
+	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+	    MHD_OPTION_THREAD_POOL_SIZE, (unsigned)c->http_threads,
+	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)c->max_connections,
+	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)c->connection_timeout,
+	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024,
+	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+	    MHD_OPTION_END);
+	if (srv->daemon == NULL) {
+		log_error("cannot listen on %s", c->listen);
+		free(srv);
+		return KM_ERR_IO;
+	}
+	info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
+	*port = info ? info->port : 0;
+	*out = srv;
+	return KM_OK;
+}
+
+void
+server_stop(struct server *s)
+{
+	if (s == NULL)
+		return;
+	MHD_stop_daemon(s->daemon);
+	free(s);
+}
