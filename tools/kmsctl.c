@@ -1,0 +1,1728 @@
+/* kmsctl: the command-line client of kmsd (keys, wrap/unwrap, tokens) and
+ * the first-run setup (`kmsctl init`). */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+#include <openssl/crypto.h>
+
+#include "boot.h"
+#include "cfg.h"
+#include "km.h"
+#include "kmsctl_http.h"
+#include "kmsd_version.h"
+#include "log.h"
+
+#define MAX_PLAINTEXT 4096		/* DESIGN.md section 4 */
+#define MAX_CIPHERTEXT (64u << 10)	/* a 4096-byte blob is ~5.5 KiB */
+#define KEY_PAGE "1000"			/* GET /v1/keys?limit= */
+
+/* --token-file given before the command; a command's own option wins. */
+static const char *g_token_file;
+
+/* Options shared by the commands; values above 255 so they never clash
+ * with a short option letter. */
+enum {
+	OPT_HELP = 'h',
+	OPT_TOKEN_FILE = 256,
+	OPT_JSON,
+	OPT_CONFIG,
+	OPT_INIT_TOKEN,
+	OPT_ADMIN_TOKEN_FILE,
+	OPT_TYPE,
+	OPT_ROTATION_PERIOD,
+	OPT_EXPIRES_AT,
+	OPT_REQUIRED_CONTEXT,
+	OPT_FORCE,
+	OPT_CONTEXT,
+	OPT_IN,
+	OPT_OUT,
+	OPT_TO,
+	OPT_TO_CONTEXT,
+	OPT_BITS,
+	OPT_PLAINTEXT_OUT,
+	OPT_ROLE,
+	OPT_KEYS,
+	OPT_DESCRIPTION,
+	OPT_TTL,
+	OPT_VERSION,
+};
+
+#define O_HELP { "help", no_argument, NULL, OPT_HELP }
+#define O_TOKEN_FILE { "token-file", required_argument, NULL, OPT_TOKEN_FILE }
+#define O_JSON { "json", no_argument, NULL, OPT_JSON }
+#define O_CONTEXT { "context", required_argument, NULL, OPT_CONTEXT }
+#define O_IN { "in", required_argument, NULL, OPT_IN }
+#define O_OUT { "out", required_argument, NULL, OPT_OUT }
+#define O_END { NULL, 0, NULL, 0 }
+
+#define EXIT_HELP \
+	"Exit status: 0 ok; 1 the server refused (4xx) or the operation failed;\n" \
+	"2 usage error or local I/O error; 3 kmsd unreachable, 5xx or a bad answer.\n"
+
+#define ENV_HELP \
+	"Environment: KMS_ADDR (default http://127.0.0.1:8420), KMS_TOKEN (bearer\n" \
+	"token; --token-file FILE reads it from a file instead), KMS_CACERT (CA file\n" \
+	"for https).\n"
+
+static const char usage_main[] =
+    "Usage: kmsctl [--token-file FILE] COMMAND [ARGS...]\n"
+    "\n"
+    "Client of kmsd, the key service. Every command takes --help.\n"
+    "\n"
+    "Commands:\n"
+    "  init          first-run setup: token, MEK, metadata store, admin token\n"
+    "  key create    create a key\n"
+    "  key list      list keys\n"
+    "  key show      show one key and its versions\n"
+    "  key rotate    make a new primary version\n"
+    "  key state     move a key version to another state\n"
+    "  wrap          wrap plaintext bytes (up to 4096) under a key\n"
+    "  unwrap        unwrap a ciphertext back to its bytes\n"
+    "  rewrap        rewrap a ciphertext to the primary version or another key\n"
+    "  datakey       generate a data key, wrapped (and optionally in plaintext)\n"
+    "  token create  create an API token (printed once)\n"
+    "  token list    list API tokens\n"
+    "  token revoke  revoke an API token\n"
+    "\n"
+    "Options: --token-file FILE  read the bearer token from FILE\n"
+    "         --version          print the version\n"
+    "\n" ENV_HELP "\n" EXIT_HELP;
+
+static const char usage_init[] =
+    "Usage: kmsctl init [--config FILE] [--init-token] [--admin-token-file FILE]\n"
+    "\n"
+    "First-run setup on the kmsd host (no server needed): initialises the token\n"
+    "(with --init-token; for SoftHSM and test tokens), creates MEK version 1,\n"
+    "the metadata store and the first admin token. Steps whose result exists\n"
+    "are skipped, so running it again is safe.\n"
+    "\n"
+    "  --config FILE            kmsd configuration (default: $KMS_CONFIG, else\n"
+    "                           built-in defaults and KMS_* variables)\n"
+    "  --init-token             initialise a free slot as the configured token,\n"
+    "                           with random PINs in <data_dir>/token.pin and\n"
+    "                           <data_dir>/token.so-pin\n"
+    "  --admin-token-file FILE  where the admin token goes (default\n"
+    "                           <data_dir>/admin.token, mode 0600)\n"
+    "\n" EXIT_HELP;
+
+static const char usage_key[] =
+    "Usage: kmsctl key create|list|show|rotate|state ...\n"
+    "\n"
+    "  key create NAME [--type T] [--rotation-period P] [--expires-at TIME]\n"
+    "             [--required-context a,b] [--json]\n"
+    "  key list [--json]\n"
+    "  key show NAME [--json]\n"
+    "  key rotate NAME [--json]\n"
+    "  key state NAME VERSION STATE [--force] [--json]\n"
+    "\n"
+    "See 'kmsctl key COMMAND --help'.\n";
+
+static const char usage_key_create[] =
+    "Usage: kmsctl key create NAME [options]\n"
+    "\n"
+    "Creates key NAME (admin token) and prints it.\n"
+    "\n"
+    "  --type T                 aes256-gcm (default), ec-p256, rsa-2048, rsa-3072,\n"
+    "                           ed25519\n"
+    "  --rotation-period P      automatic rotation, <n>s|m|h|d, e.g. 90d\n"
+    "  --expires-at TIME        RFC 3339, e.g. 2027-12-31T00:00:00Z\n"
+    "  --required-context a,b   context names every wrap/unwrap must carry\n"
+    "  --json                   print the server's JSON\n"
+    "  --token-file FILE        bearer token file (else KMS_TOKEN)\n"
+    "\n" EXIT_HELP;
+
+static const char usage_key_list[] =
+    "Usage: kmsctl key list [--json] [--token-file FILE]\n"
+    "\n"
+    "Lists every key the token may see, one line each: name, type, primary\n"
+    "version and every version with its state. --json prints {\"keys\":[...]}.\n"
+    "\n" EXIT_HELP;
+
+static const char usage_key_show[] =
+    "Usage: kmsctl key show NAME [--json] [--token-file FILE]\n"
+    "\n"
+    "Shows key NAME and a table of its versions.\n"
+    "\n" EXIT_HELP;
+
+static const char usage_key_rotate[] =
+    "Usage: kmsctl key rotate NAME [--json] [--token-file FILE]\n"
+    "\n"
+    "Creates a new primary version of NAME (admin token); the old primary\n"
+    "becomes active (unwrap only).\n"
+    "\n" EXIT_HELP;
+
+static const char usage_key_state[] =
+    "Usage: kmsctl key state NAME VERSION STATE [--force] [--json]\n"
+    "                        [--token-file FILE]\n"
+    "\n"
+    "Moves a version of NAME to STATE: active, retired, archived or revoked\n"
+    "(destroyed and archived -> active need a ceremony). --force retires a\n"
+    "version that was used recently.\n"
+    "\n" EXIT_HELP;
+
+static const char usage_wrap[] =
+    "Usage: kmsctl wrap KEY [--context k=v]... [--in FILE|-] [--out FILE|-]\n"
+    "                   [--token-file FILE]\n"
+    "\n"
+    "Reads 1..4096 raw bytes (default stdin) and prints the ciphertext\n"
+    "\"kms:v<N>:...\" and a newline (default stdout). App token.\n"
+    "\n"
+    "  --context k=v   encryption context pair; repeat for more. The same pairs\n"
+    "                  are needed to unwrap.\n"
+    "\n" EXIT_HELP;
+
+static const char usage_unwrap[] =
+    "Usage: kmsctl unwrap KEY [--context k=v]... [--in FILE|-] [--out FILE|-]\n"
+    "                     [--token-file FILE]\n"
+    "\n"
+    "Reads a ciphertext (default stdin; trailing whitespace is ignored) and\n"
+    "writes the raw plaintext bytes (default stdout; a file is created with\n"
+    "mode 0600). Warns on stderr when the blob is not under the primary\n"
+    "version (rewrap recommended). App token.\n"
+    "\n" EXIT_HELP;
+
+static const char usage_rewrap[] =
+    "Usage: kmsctl rewrap KEY [--context k=v]... [--to KEY2] [--to-context k=v]...\n"
+    "                     [--in FILE|-] [--out FILE|-] [--token-file FILE]\n"
+    "\n"
+    "Reads a ciphertext of KEY and prints it rewrapped under the primary\n"
+    "version of KEY, or of KEY2 with --to. The plaintext never leaves kmsd.\n"
+    "\n"
+    "  --to KEY2          destination key (the app token must match both keys)\n"
+    "  --to-context k=v   destination context (default: the source context)\n"
+    "\n" EXIT_HELP;
+
+static const char usage_datakey[] =
+    "Usage: kmsctl datakey KEY [--bits 128|256] [--context k=v]...\n"
+    "                      [--plaintext-out FILE|-] [--out FILE|-]\n"
+    "                      [--token-file FILE]\n"
+    "\n"
+    "Generates a data key in the token and prints it wrapped under KEY (to\n"
+    "--out, default stdout). The plaintext key is asked for only with\n"
+    "--plaintext-out: raw bytes to FILE (mode 0600), or to stdout with '-'\n"
+    "(then --out FILE is required for the ciphertext).\n"
+    "\n"
+    "  --bits N   128 or 256 (default 256)\n"
+    "\n" EXIT_HELP;
+
+static const char usage_token[] =
+    "Usage: kmsctl token create|list|revoke ...\n"
+    "\n"
+    "  token create --role ROLE [--keys PATTERN] [--description D] [--ttl T]\n"
+    "  token list [--json]\n"
+    "  token revoke ID\n"
+    "\n"
+    "See 'kmsctl token COMMAND --help'. Admin token.\n";
+
+static const char usage_token_create[] =
+    "Usage: kmsctl token create --role app|admin|auditor|officer [--keys PATTERN]\n"
+    "                           [--description D] [--ttl T] [--json]\n"
+    "                           [--token-file FILE]\n"
+    "\n"
+    "Creates an API token. The token is printed alone on stdout (so\n"
+    "T=$(kmsctl token create ...) works) and its id on stderr; kmsd keeps only\n"
+    "a hash, so it cannot be shown again.\n"
+    "\n"
+    "  --role R          app, admin, auditor or officer\n"
+    "  --keys PATTERN    key names an app token may use ('matter-*'; several\n"
+    "                    patterns comma-separated); required for app\n"
+    "  --description D   free text\n"
+    "  --ttl T           lifetime, <n>s|m|h|d (default: no expiry)\n"
+    "  --json            print the server's JSON (with the token) instead\n"
+    "\n" EXIT_HELP;
+
+static const char usage_token_list[] =
+    "Usage: kmsctl token list [--json] [--token-file FILE]\n"
+    "\n"
+    "Lists API tokens (never their secrets).\n"
+    "\n" EXIT_HELP;
+
+static const char usage_token_revoke[] =
+    "Usage: kmsctl token revoke ID [--token-file FILE]\n"
+    "\n"
+    "Revokes the token with id ID at once.\n"
+    "\n" EXIT_HELP;
+
+static int
+usage_error(const char *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int
+usage_error(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("kmsctl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry 'kmsctl %s--help'.\n", cmd);
+	return CLI_USAGE;
+}
+
+/* After next_opt() has printed what was wrong. */
+static int
+usage_hint(const char *cmd)
+{
+	fprintf(stderr, "Try 'kmsctl %s--help'.\n", cmd);
+	return CLI_USAGE;
+}
+
+static int
+print_help(const char *text)
+{
+	if (fputs(text, stdout) == EOF || fflush(stdout) == EOF)
+		return CLI_USAGE;
+	return CLI_OK;
+}
+
+/* getopt_long with the error text ours: returns the option, '?' after
+ * printing a usage error. */
+static int
+next_opt(int argc, char **argv, const struct option *opts)
+{
+	int c;
+
+	opterr = 0;
+	c = getopt_long(argc, argv, ":", opts, NULL);
+	if (c == '?') {
+		if (optopt != 0)
+			fprintf(stderr, "kmsctl: unknown option '-%c'\n", optopt);
+		else
+			fprintf(stderr, "kmsctl: unknown option '%s'\n",
+			    argv[optind - 1]);
+	} else if (c == ':') {
+		fprintf(stderr, "kmsctl: option '%s' needs a value\n",
+		    argv[optind - 1]);
+		c = '?';
+	}
+	return c;
+}
+
+/* ---- local files ---- */
+
+/* Reads `path` ("-" or NULL: stdin) whole into `b` (whose limit is the
+ * largest accepted size plus one). */
+static int
+read_input(const char *path, size_t max, struct km_buf *b)
+{
+	int fd = STDIN_FILENO, r = CLI_USAGE;
+	const char *name = "standard input";
+	ssize_t n;
+
+	if (path != NULL && strcmp(path, "-") != 0) {
+		name = path;
+		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+			fprintf(stderr, "kmsctl: cannot open %s: %s\n", path,
+			    strerror(errno));
+			return CLI_USAGE;
+		}
+	}
+	for (;;) {
+		size_t room = max + 1 - b->len;
+
+		if (room == 0) {
+			fprintf(stderr, "kmsctl: %s is larger than %zu bytes\n",
+			    name, max);
+			goto out;
+		}
+		if (room > 4096)
+			room = 4096;
+		if (km_buf_reserve(b, room) != KM_OK) {
+			fprintf(stderr, "kmsctl: out of memory\n");
+			goto out;
+		}
+		n = read(fd, b->data + b->len, room);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			fprintf(stderr, "kmsctl: reading %s: %s\n", name,
+			    strerror(errno));
+			goto out;
+		}
+		if (n == 0)
+			break;
+		b->len += (size_t)n;
+	}
+	if (km_buf_reserve(b, 0) == KM_OK && b->data != NULL)
+		b->data[b->len] = '\0';
+	r = CLI_OK;
+out:
+	if (fd != STDIN_FILENO)
+		close(fd);
+	return r;
+}
+
+static int
+write_all(int fd, const unsigned char *p, size_t len)
+{
+	ssize_t n;
+
+	while (len > 0) {
+		if ((n = write(fd, p, len)) < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Writes `p` to `path` ("-" or NULL: stdout). A `secret` file is created
+ * with mode 0600, and an existing one is set to 0600 before it is written. */
+static int
+write_output(const char *path, const void *p, size_t len, int secret)
+{
+	int fd, r = CLI_USAGE;
+
+	if (path == NULL || strcmp(path, "-") == 0) {
+		if (fflush(stdout) == EOF || write_all(STDOUT_FILENO, p, len) != 0) {
+			fprintf(stderr, "kmsctl: writing standard output: %s\n",
+			    strerror(errno));
+			return CLI_USAGE;
+		}
+		return CLI_OK;
+	}
+	if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+	    secret ? 0600 : 0666)) < 0) {
+		fprintf(stderr, "kmsctl: cannot create %s: %s\n", path,
+		    strerror(errno));
+		return CLI_USAGE;
+	}
+	if (secret && fchmod(fd, 0600) != 0) {
+		fprintf(stderr, "kmsctl: chmod 0600 %s: %s\n", path, strerror(errno));
+		goto out;
+	}
+	if (write_all(fd, p, len) != 0) {
+		fprintf(stderr, "kmsctl: writing %s: %s\n", path, strerror(errno));
+		goto out;
+	}
+	r = CLI_OK;
+out:
+	if (close(fd) != 0 && r == CLI_OK) {
+		fprintf(stderr, "kmsctl: writing %s: %s\n", path, strerror(errno));
+		r = CLI_USAGE;
+	}
+	return r;
+}
+
+/* Writes `s` and a newline. */
+static int
+write_line(const char *path, const char *s)
+{
+	struct km_buf b = KM_BUF_INIT(CLI_MAX_RESPONSE + 2);
+	int r;
+
+	km_buf_append_str(&b, s);
+	km_buf_append(&b, "\n", 1);
+	if (b.failed) {
+		fprintf(stderr, "kmsctl: out of memory\n");
+		r = CLI_USAGE;
+	} else
+		r = write_output(path, b.data, b.len, 0);
+	km_buf_free(&b);
+	return r;
+}
+
+/* ---- JSON helpers ---- */
+
+static int
+print_json(const json_t *doc)
+{
+	if (json_dumpf(doc, stdout, JSON_INDENT(2)) != 0 ||
+	    fputc('\n', stdout) == EOF || fflush(stdout) == EOF) {
+		fprintf(stderr, "kmsctl: writing standard output failed\n");
+		return CLI_USAGE;
+	}
+	return CLI_OK;
+}
+
+/* Adds "k=v" to the object *ctx (created on first use). */
+static int
+add_context(const char *cmd, json_t **ctx, const char *kv)
+{
+	const char *eq = strchr(kv, '=');
+	char *name = NULL;
+	json_t *v = NULL;
+	int r = CLI_USAGE;
+
+	if (eq == NULL || eq == kv) {
+		r = usage_error(cmd, "context '%s' is not NAME=VALUE", kv);
+		goto out;
+	}
+	if ((name = strndup(kv, (size_t)(eq - kv))) == NULL ||
+	    (*ctx == NULL && (*ctx = json_object()) == NULL)) {
+		fprintf(stderr, "kmsctl: out of memory\n");
+		goto out;
+	}
+	if (json_object_get(*ctx, name) != NULL) {
+		r = usage_error(cmd, "context name '%s' given twice", name);
+		goto out;
+	}
+	if ((v = json_string(eq + 1)) == NULL) {
+		r = usage_error(cmd, "context '%s' is not valid UTF-8", name);
+		goto out;
+	}
+	if (json_object_set_new(*ctx, name, v) != 0) {
+		v = NULL;
+		r = usage_error(cmd, "context name '%s' is not valid UTF-8", name);
+		goto out;
+	}
+	r = CLI_OK;
+out:
+	free(name);
+	return r;
+}
+
+/* json_object_set_new that reports failure once for a chain of calls. */
+static int
+set_new(json_t *obj, const char *k, json_t *v, int *failed)
+{
+	if (v == NULL || json_object_set_new(obj, k, v) != 0)
+		*failed = 1;
+	return *failed;
+}
+
+static const char *
+str_or(const json_t *obj, const char *k, const char *def)
+{
+	const char *s = json_string_value(json_object_get(obj, k));
+
+	return s != NULL ? s : def;
+}
+
+/* Server strings go to a terminal: control bytes become '?'. */
+static void
+fput_safe(FILE *f, const char *s, int width)
+{
+	int n = 0;
+
+	for (; *s != '\0'; s++, n++)
+		putc(iscntrl((unsigned char)*s) ? '?' : *s, f);
+	for (; n < width; n++)
+		putc(' ', f);
+}
+
+static void
+put_safe(const char *s, int width)
+{
+	fput_safe(stdout, s, width);
+}
+
+static int
+str_width(const char *s)
+{
+	size_t n = strlen(s);
+
+	return n > 200 ? 200 : (int)n;
+}
+
+/* "1:active 2:primary" into buf. */
+static void
+versions_summary(const json_t *key, char *buf, size_t len)
+{
+	const json_t *vs = json_object_get(key, "versions"), *v;
+	size_t i, used = 0;
+	int n;
+
+	buf[0] = '\0';
+	json_array_foreach(vs, i, v) {
+		n = snprintf(buf + used, len - used, "%s%lld:%s", i ? " " : "",
+		    (long long)json_integer_value(json_object_get(v, "version")),
+		    str_or(v, "state", "?"));
+		if (n < 0 || (size_t)n >= len - used) {
+			/* Keys with many versions: end with an ellipsis. */
+			if (len >= 4)
+				memcpy(buf + len - 4, "...", 4);
+			return;
+		}
+		used += (size_t)n;
+	}
+}
+
+static void
+primary_str(const json_t *key, char *buf, size_t len)
+{
+	const json_t *p = json_object_get(key, "primary_version");
+
+	if (json_is_integer(p))
+		snprintf(buf, len, "%lld", (long long)json_integer_value(p));
+	else
+		snprintf(buf, len, "-");
+}
+
+static int
+print_key_table(const json_t *keys)
+{
+	const json_t *k;
+	char prim[32], vers[512];
+	int wn = 4, wt = 4;
+	size_t i;
+
+	json_array_foreach(keys, i, k) {
+		int a = str_width(str_or(k, "name", "?"));
+		int b = str_width(str_or(k, "type", "?"));
+
+		if (a > wn)
+			wn = a;
+		if (b > wt)
+			wt = b;
+	}
+	printf("%-*s  %-*s  %-7s  %s\n", wn, "NAME", wt, "TYPE", "PRIMARY",
+	    "VERSIONS");
+	json_array_foreach(keys, i, k) {
+		primary_str(k, prim, sizeof(prim));
+		versions_summary(k, vers, sizeof(vers));
+		put_safe(str_or(k, "name", "?"), wn);
+		fputs("  ", stdout);
+		put_safe(str_or(k, "type", "?"), wt);
+		printf("  %-7s  ", prim);
+		put_safe(vers, 0);
+		putchar('\n');
+	}
+	if (fflush(stdout) == EOF) {
+		fprintf(stderr, "kmsctl: writing standard output failed\n");
+		return CLI_USAGE;
+	}
+	return CLI_OK;
+}
+
+static void
+print_field(const char *label, const char *value)
+{
+	printf("%-18s", label);
+	put_safe(value, 0);
+	putchar('\n');
+}
+
+static int
+print_key(const json_t *k)
+{
+	const json_t *vs = json_object_get(k, "versions"), *v, *rc, *x;
+	char prim[32], buf[1024];
+	size_t i, used = 0;
+	int n;
+
+	primary_str(k, prim, sizeof(prim));
+	print_field("name:", str_or(k, "name", "?"));
+	snprintf(buf, sizeof(buf), "%s (%s)", str_or(k, "type", "?"),
+	    str_or(k, "purpose", "?"));
+	print_field("type:", buf);
+	print_field("primary version:", prim);
+	snprintf(buf, sizeof(buf), "%s%s%s%s", str_or(k, "rotation_period", "-"),
+	    json_is_string(json_object_get(k, "next_rotation_at")) ? " (next " : "",
+	    str_or(k, "next_rotation_at", ""),
+	    json_is_string(json_object_get(k, "next_rotation_at")) ? ")" : "");
+	print_field("rotation period:", buf);
+	print_field("expires at:", str_or(k, "expires_at", "-"));
+	buf[0] = '\0';
+	rc = json_object_get(k, "required_context");
+	json_array_foreach(rc, i, x) {
+		n = snprintf(buf + used, sizeof(buf) - used, "%s%s", i ? "," : "",
+		    json_string_value(x) ? json_string_value(x) : "?");
+		if (n < 0 || (size_t)n >= sizeof(buf) - used)
+			break;
+		used += (size_t)n;
+	}
+	print_field("required context:", buf[0] ? buf : "-");
+	print_field("created at:", str_or(k, "created_at", "-"));
+	printf("\n%-7s  %-9s  %-27s  %-3s  %-8s  %s\n", "VERSION", "STATE",
+	    "CREATED", "MEK", "USES", "LAST USED");
+	json_array_foreach(vs, i, v) {
+		printf("%-7lld  ",
+		    (long long)json_integer_value(json_object_get(v, "version")));
+		put_safe(str_or(v, "state", "?"), 9);
+		fputs("  ", stdout);
+		put_safe(str_or(v, "created_at", "-"), 27);
+		printf("  %-3lld  %-8lld  ",
+		    (long long)json_integer_value(json_object_get(v, "mek_version")),
+		    (long long)json_integer_value(json_object_get(v, "use_count")));
+		put_safe(str_or(v, "last_used_at", "-"), 0);
+		putchar('\n');
+	}
+	if (fflush(stdout) == EOF) {
+		fprintf(stderr, "kmsctl: writing standard output failed\n");
+		return CLI_USAGE;
+	}
+	return CLI_OK;
+}
+
+static int
+print_token_table(const json_t *tokens)
+{
+	const json_t *t;
+	size_t i;
+	int wi = 2, wk = 4, wr = 4;
+
+	json_array_foreach(tokens, i, t) {
+		int a = str_width(str_or(t, "id", "?"));
+		int b = str_width(str_or(t, "keys", "-"));
+		int c = str_width(str_or(t, "role", "?"));
+
+		wi = a > wi ? a : wi;
+		wk = b > wk ? b : wk;
+		wr = c > wr ? c : wr;
+	}
+	printf("%-*s  %-*s  %-*s  %-20s  %-20s  %-20s  %s\n", wi, "ID", wr,
+	    "ROLE", wk, "KEYS", "CREATED", "EXPIRES", "REVOKED", "DESCRIPTION");
+	json_array_foreach(tokens, i, t) {
+		put_safe(str_or(t, "id", "?"), wi);
+		fputs("  ", stdout);
+		put_safe(str_or(t, "role", "?"), wr);
+		fputs("  ", stdout);
+		put_safe(str_or(t, "keys", "-"), wk);
+		fputs("  ", stdout);
+		put_safe(str_or(t, "created_at", "-"), 20);
+		fputs("  ", stdout);
+		put_safe(str_or(t, "expires_at", "-"), 20);
+		fputs("  ", stdout);
+		put_safe(str_or(t, "revoked_at", "-"), 20);
+		fputs("  ", stdout);
+		put_safe(str_or(t, "description", ""), 0);
+		putchar('\n');
+	}
+	if (fflush(stdout) == EOF) {
+		fprintf(stderr, "kmsctl: writing standard output failed\n");
+		return CLI_USAGE;
+	}
+	return CLI_OK;
+}
+
+/* ---- init ---- */
+
+static int
+cmd_init(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		O_HELP,
+		{ "config", required_argument, NULL, OPT_CONFIG },
+		{ "init-token", no_argument, NULL, OPT_INIT_TOKEN },
+		{ "admin-token-file", required_argument, NULL, OPT_ADMIN_TOKEN_FILE },
+		O_END
+	};
+	struct boot_options bo = { 0, NULL };
+	const char *config = getenv("KMS_CONFIG");
+	struct cfg *c = NULL;
+	int ch, lvl, r = CLI_USAGE, kr;
+
+	while ((ch = next_opt(argc, argv, opts)) != -1) {
+		switch (ch) {
+		case OPT_HELP:
+			return print_help(usage_init);
+		case OPT_CONFIG:
+			config = optarg;
+			break;
+		case OPT_INIT_TOKEN:
+			bo.init_token = 1;
+			break;
+		case OPT_ADMIN_TOKEN_FILE:
+			bo.admin_token_path = optarg;
+			break;
+		default:
+			return usage_hint("init ");
+		}
+	}
+	if (optind != argc)
+		return usage_error("init ", "unexpected argument '%s'", argv[optind]);
+	if (config != NULL && *config == '\0')
+		config = NULL;
+	if ((kr = cfg_load(config, &c)) != KM_OK) {
+		fprintf(stderr, "kmsctl: cannot load the configuration%s%s: %s\n",
+		    config ? " " : "", config ? config : "", km_strerror(kr));
+		goto out;
+	}
+	if ((lvl = log_level_parse(c->log_level)) >= 0)
+		log_set_level((enum log_level)lvl);
+	if ((kr = boot_init(c, &bo)) != KM_OK) {
+		fprintf(stderr, "kmsctl: init failed: %s\n", km_strerror(kr));
+		r = CLI_FAIL;
+		goto out;
+	}
+	r = CLI_OK;
+out:
+	cfg_free(c);
+	return r;
+}
+
+/* ---- server commands ---- */
+
+/* Opens the client, with --token-file from the command or the global one. */
+static int
+open_http(const char *token_file, struct cli_http **h)
+{
+	return cli_http_new(token_file != NULL ? token_file : g_token_file, h);
+}
+
+static int
+cmd_key_create(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		O_HELP, O_TOKEN_FILE, O_JSON,
+		{ "type", required_argument, NULL, OPT_TYPE },
+		{ "rotation-period", required_argument, NULL, OPT_ROTATION_PERIOD },
+		{ "expires-at", required_argument, NULL, OPT_EXPIRES_AT },
+		{ "required-context", required_argument, NULL, OPT_REQUIRED_CONTEXT },
+		O_END
+	};
+	const char *token_file = NULL, *type = "aes256-gcm", *period = NULL;
+	const char *expires = NULL, *required = NULL;
+	struct cli_http *h = NULL;
+	json_t *body = NULL, *ans = NULL, *rc = NULL;
+	char *names = NULL, *p, *save = NULL;
+	int ch, json = 0, failed = 0, r = CLI_USAGE;
+
+	while ((ch = next_opt(argc, argv, opts)) != -1) {
+		switch (ch) {
+		case OPT_HELP:
+			return print_help(usage_key_create);
+		case OPT_TOKEN_FILE:
+			token_file = optarg;
+			break;
+		case OPT_JSON:
+			json = 1;
+			break;
+		case OPT_TYPE:
+			type = optarg;
+			break;
+		case OPT_ROTATION_PERIOD:
+			period = optarg;
+			break;
+		case OPT_EXPIRES_AT:
+			expires = optarg;
+			break;
+		case OPT_REQUIRED_CONTEXT:
+			required = optarg;
+			break;
+		default:
+			return usage_hint("key create ");
+		}
+	}
+	if (argc - optind != 1)
+		return usage_error("key create ", "expected one key NAME");
+	if ((body = json_object()) == NULL)
+		goto nomem;
+	set_new(body, "name", json_string(argv[optind]), &failed);
+	set_new(body, "type", json_string(type), &failed);
+	if (period != NULL)
+		set_new(body, "rotation_period", json_string(period), &failed);
+	if (expires != NULL)
+		set_new(body, "expires_at", json_string(expires), &failed);
+	if (required != NULL) {
+		if ((names = strdup(required)) == NULL || (rc = json_array()) == NULL)
+			goto nomem;
+		for (p = strtok_r(names, ",", &save); p != NULL;
+		    p = strtok_r(NULL, ",", &save))
+			if (json_array_append_new(rc, json_string(p)) != 0)
+				failed = 1;
+		set_new(body, "required_context", rc, &failed);
+		rc = NULL;
+	}
+	if (failed) {
+		r = usage_error("key create ", "arguments must be valid UTF-8");
+		goto out;
+	}
+	if ((r = open_http(token_file, &h)) != CLI_OK ||
+	    (r = cli_http_call(h, "POST", "/v1/keys", body, &ans)) != CLI_OK)
+		goto out;
+	r = json ? print_json(ans) : print_key(ans);
+	goto out;
+nomem:
+	fprintf(stderr, "kmsctl: out of memory\n");
+	r = CLI_USAGE;
+out:
+	free(names);
+	json_decref(rc);
+	json_decref(body);
+	json_decref(ans);
+	cli_http_free(h);
+	return r;
+}
+
+static int
+cmd_key_list(int argc, char **argv)
+{
+	static const struct option opts[] = { O_HELP, O_TOKEN_FILE, O_JSON, O_END };
+	const char *token_file = NULL;
+	struct cli_http *h = NULL;
+	json_t *all = NULL, *page = NULL, *out = NULL;
+	char *path = NULL;
+	const char *next;
+	int ch, json = 0, r = CLI_USAGE;
+
+	while ((ch = next_opt(argc, argv, opts)) != -1) {
+		switch (ch) {
+		case OPT_HELP:
+			return print_help(usage_key_list);
+		case OPT_TOKEN_FILE:
+			token_file = optarg;
+			break;
+		case OPT_JSON:
+			json = 1;
+			break;
+		default:
+			return usage_hint("key list ");
+		}
+	}
+	if (optind != argc)
+		return usage_error("key list ", "unexpected argument '%s'", argv[optind]);
+	if ((all = json_array()) == NULL) {
+		fprintf(stderr, "kmsctl: out of memory\n");
+		goto out;
+	}
+	if ((r = open_http(token_file, &h)) != CLI_OK)
+		goto out;
+	if ((path = strdup("/v1/keys?limit=" KEY_PAGE)) == NULL) {
+		fprintf(stderr, "kmsctl: out of memory\n");
+		r = CLI_USAGE;
+		goto out;
+	}
+	/* Follow `next` until the server says there is no more. */
+	for (;;) {
+		json_t *keys;
+
+		if ((r = cli_http_call(h, "GET", path, NULL, &page)) != CLI_OK)
+			goto out;
+		keys = json_object_get(page, "keys");
+		if (!json_is_array(keys) || json_array_extend(all, keys) != 0) {
+			fprintf(stderr, "kmsctl: the key list answer has no keys "
+			    "array\n");
+			r = CLI_UNREACHABLE;
+			goto out;
+		}
+		if ((next = json_string_value(json_object_get(page, "next"))) == NULL)
+			break;
+		free(path);
+		if ((r = cli_http_path(h, "/v1/keys?limit=" KEY_PAGE "&after=",
+		    next, NULL, &path)) != CLI_OK)
+			goto out;
+		json_decref(page);
+		page = NULL;
+	}
+	if (json) {
+		if ((out = json_pack("{s:O}", "keys", all)) == NULL) {
+			fprintf(stderr, "kmsctl: out of memory\n");
+			r = CLI_USAGE;
+			goto out;
+		}
+		r = print_json(out);
+	} else
+		r = print_key_table(all);
+out:
+	free(path);
+	json_decref(page);
+	json_decref(all);
+	json_decref(out);
+	cli_http_free(h);
+	return r;
+}
+
+/* show and rotate: NAME [--json]. */
+static int
+key_one(int argc, char **argv, const char *cmd, const char *usage,
+    const char *method, const char *suffix)
+{
+	static const struct option opts[] = { O_HELP, O_TOKEN_FILE, O_JSON, O_END };
+	const char *token_file = NULL;
+	struct cli_http *h = NULL;
+	json_t *ans = NULL;
+	char *path = NULL;
+	int ch, json = 0, r;
+
+	while ((ch = next_opt(argc, argv, opts)) != -1) {
+		switch (ch) {
+		case OPT_HELP:
+			return print_help(usage);
+		case OPT_TOKEN_FILE:
+			token_file = optarg;
+			break;
+		case OPT_JSON:
+			json = 1;
+			break;
+		default:
+			return usage_hint(cmd);
+		}
+	}
+	if (argc - optind != 1)
+		return usage_error(cmd, "expected one key NAME");
+	if ((r = open_http(token_file, &h)) != CLI_OK ||
+	    (r = cli_http_path(h, "/v1/keys/", argv[optind], suffix, &path)) != CLI_OK ||
+	    (r = cli_http_call(h, method, path, NULL, &ans)) != CLI_OK)
+		goto out;
+	r = json ? print_json(ans) : print_key(ans);
+out:
+	free(path);
+	json_decref(ans);
+	cli_http_free(h);
+	return r;
+}
+
+static int
+cmd_key_show(int argc, char **argv)
+{
+	return key_one(argc, argv, "key show ", usage_key_show, "GET", NULL);
+}
+
+static int
+cmd_key_rotate(int argc, char **argv)
+{
+	return key_one(argc, argv, "key rotate ", usage_key_rotate, "POST",
+	    "/rotate");
+}
+
+static int
+parse_version(const char *s, long long *v)
+{
+	char *end;
+
+	errno = 0;
+	*v = strtoll(s, &end, 10);
+	return errno == 0 && end != s && *end == '\0' && *v >= 1 &&
+	    *v <= 0xffffffffLL ? 0 : -1;
+}
+
+static int
+cmd_key_state(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		O_HELP, O_TOKEN_FILE, O_JSON,
+		{ "force", no_argument, NULL, OPT_FORCE },
+		O_END
+	};
+	const char *token_file = NULL;
+	struct cli_http *h = NULL;
+	json_t *body = NULL, *ans = NULL;
+	char *path = NULL, suffix[64];
+	long long version;
+	int ch, json = 0, force = 0, failed = 0, r = CLI_USAGE;
+
+	while ((ch = next_opt(argc, argv, opts)) != -1) {
+		switch (ch) {
+		case OPT_HELP:
+			return print_help(usage_key_state);
+		case OPT_TOKEN_FILE:
+			token_file = optarg;
+			break;
+		case OPT_JSON:
+			json = 1;
+			break;
+		case OPT_FORCE:
+			force = 1;
+			break;
+		default:
+			return usage_hint("key state ");
+		}
+	}
+	if (argc - optind != 3)
+		return usage_error("key state ", "expected NAME VERSION STATE");
+	if (parse_version(argv[optind + 1], &version) != 0)
+		return usage_error("key state ", "VERSION '%s' is not a positive "
+		    "number", argv[optind + 1]);
+	snprintf(suffix, sizeof(suffix), "/versions/%lld/state", version);
+	if ((body = json_object()) == NULL) {
+		fprintf(stderr, "kmsctl: out of memory\n");
+		goto out;
+	}
+	set_new(body, "state", json_string(argv[optind + 2]), &failed);
+	set_new(body, "force", json_boolean(force), &failed);
+	if (failed) {
+		r = usage_error("key state ", "STATE must be valid UTF-8");
+		goto out;
+	}
+	if ((r = open_http(token_file, &h)) != CLI_OK ||
+	    (r = cli_http_path(h, "/v1/keys/", argv[optind], suffix, &path)) != CLI_OK ||
+	    (r = cli_http_call(h, "POST", path, body, &ans)) != CLI_OK)
+		goto out;
+	r = json ? print_json(ans) : print_key(ans);
+out:
+	free(path);
+	json_decref(body);
+	json_decref(ans);
+	cli_http_free(h);
+	return r;
+}
+
+/* ---- crypto ---- */
+
+/* Reads a ciphertext and trims trailing whitespace (a newline from `echo`
+ * or from kmsctl wrap's own output). */
+static int
+read_ciphertext(const char *path, struct km_buf *b)
+{
+	int r;
+
+	if ((r = read_input(path, MAX_CIPHERTEXT, b)) != CLI_OK)
+		return r;
+	while (b->len > 0 && isspace(b->data[b->len - 1]))
+		b->data[--b->len] = '\0';
+	if (b->len == 0) {
+		fprintf(stderr, "kmsctl: no ciphertext in %s\n",
+		    path != NULL && strcmp(path, "-") != 0 ? path : "standard input");
+		return CLI_USAGE;
+	}
+	if (memchr(b->data, '\0', b->len) != NULL) {
+		fprintf(stderr, "kmsctl: the ciphertext holds a NUL byte\n");
+		return CLI_USAGE;
+	}
+	return CLI_OK;
+}
+
+/* The ciphertext in a 2xx answer, or CLI_UNREACHABLE. */
+static int
+answer_ciphertext(const json_t *ans, const char **ct)
+{
+	if ((*ct = json_string_value(json_object_get(ans, "ciphertext"))) == NULL) {
+		fprintf(stderr, "kmsctl: the answer has no ciphertext\n");
+		return CLI_UNREACHABLE;
+	}
+	return CLI_OK;
+}
+
+static int
+cmd_wrap(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		O_HELP, O_TOKEN_FILE, O_CONTEXT, O_IN, O_OUT, O_END
+	};
+	struct km_buf pt = KM_BUF_INIT(MAX_PLAINTEXT + 1);
+	const char *token_file = NULL, *in = NULL, *outp = NULL, *ct;
+	struct cli_http *h = NULL;
+	json_t *ctx = NULL, *body = NULL, *ans = NULL;
+	char *b64 = NULL, *path = NULL;
+	int ch, failed = 0, r = CLI_USAGE;
+
+	while ((ch = next_opt(argc, argv, opts)) != -1) {
+		switch (ch) {
+		case OPT_HELP:
+			return print_help(usage_wrap);
+		case OPT_TOKEN_FILE:
+			token_file = optarg;
+			break;
+		case OPT_CONTEXT:
+			if ((r = add_context("wrap ", &ctx, optarg)) != CLI_OK)
+				goto out;
+			break;
+		case OPT_IN:
+			in = optarg;
+			break;
+		case OPT_OUT:
+			outp = optarg;
+			break;
+		default:
+			r = usage_hint("wrap ");
+			goto out;
+		}
+	}
+	if (argc - optind != 1) {
+		r = usage_error("wrap ", "expected one KEY");
+		goto out;
+	}
+	if ((r = read_input(in, MAX_PLAINTEXT, &pt)) != CLI_OK)
+		goto out;
+	if (pt.len == 0) {
+		fprintf(stderr, "kmsctl: the plaintext is empty (1..%d bytes)\n",
+		    MAX_PLAINTEXT);
+		r = CLI_USAGE;
+		goto out;
+	}
+	if (km_b64_encode(pt.data, pt.len, &b64) != KM_OK ||
+	    (body = json_object()) == NULL) {
+		fprintf(stderr, "kmsctl: out of memory\n");
+		r = CLI_USAGE;
+		goto out;
+	}
+	set_new(body, "plaintext", json_string(b64), &failed);
+	if (ctx != NULL)
+		set_new(body, "context", json_incref(ctx), &failed);
+	if (failed) {
+		fprintf(stderr, "kmsctl: out of memory\n");
+		r = CLI_USAGE;
+		goto out;
+	}
+	if ((r = open_http(token_file, &h)) != CLI_OK ||
+	    (r = cli_http_path(h, "/v1/keys/", argv[optind], "/wrap", &path)) != CLI_OK ||
+	    (r = cli_http_call(h, "POST", path, body, &ans)) != CLI_OK ||
+	    (r = answer_ciphertext(ans, &ct)) != CLI_OK)
+		goto out;
+	r = write_line(outp, ct);
+out:
+	if (b64 != NULL)
+		km_secure_free(b64, strlen(b64));
+	km_buf_free(&pt);
+	free(path);
+	json_decref(ctx);
+	json_decref(body);
+	json_decref(ans);
+	cli_http_free(h);
+	return r;
+}
+
+static int
+cmd_unwrap(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		O_HELP, O_TOKEN_FILE, O_CONTEXT, O_IN, O_OUT, O_END
+	};
+	struct km_buf ct = KM_BUF_INIT(MAX_CIPHERTEXT + 1);
+	const char *token_file = NULL, *in = NULL, *outp = NULL, *b64;
+	struct cli_http *h = NULL;
+	json_t *ctx = NULL, *body = NULL, *ans = NULL;
+	unsigned char *pt = NULL;
+	size_t pt_len = 0;
+	char *path = NULL;
+	int ch, failed = 0, r = CLI_USAGE;
+
+	while ((ch = next_opt(argc, argv, opts)) != -1) {
+		switch (ch) {
+		case OPT_HELP:
+			return print_help(usage_unwrap);
+		case OPT_TOKEN_FILE:
+			token_file = optarg;
+			break;
+		case OPT_CONTEXT:
+			if ((r = add_context("unwrap ", &ctx, optarg)) != CLI_OK)
+				goto out;
+			break;
+		case OPT_IN:
+			in = optarg;
+			break;
+		case OPT_OUT:
+			outp = optarg;
+			break;
+		default:
+			r = usage_hint("unwrap ");
+			goto out;
+		}
+	}
+	if (argc - optind != 1) {
+		r = usage_error("unwrap ", "expected one KEY");
+		goto out;
+	}
+	if ((r = read_ciphertext(in, &ct)) != CLI_OK)
+		goto out;
+	if ((body = json_object()) == NULL) {
+		fprintf(stderr, "kmsctl: out of memory\n");
+		r = CLI_USAGE;
+		goto out;
+	}
+	set_new(body, "ciphertext", json_stringn((const char *)ct.data, ct.len),
+	    &failed);
+	if (ctx != NULL)
+		set_new(body, "context", json_incref(ctx), &failed);
+	if (failed) {
+		fprintf(stderr, "kmsctl: the ciphertext is not valid UTF-8\n");
+		r = CLI_USAGE;
+		goto out;
+	}
+	if ((r = open_http(token_file, &h)) != CLI_OK ||
+	    (r = cli_http_path(h, "/v1/keys/", argv[optind], "/unwrap", &path)) != CLI_OK ||
+	    (r = cli_http_call(h, "POST", path, body, &ans)) != CLI_OK)
+		goto out;
+	if ((b64 = json_string_value(json_object_get(ans, "plaintext"))) == NULL ||
+	    km_b64_decode(b64, strlen(b64), &pt, &pt_len) != KM_OK) {
+		fprintf(stderr, "kmsctl: the answer has no valid plaintext\n");
+		r = CLI_UNREACHABLE;
+		goto out;
+	}
+	if (json_is_true(json_object_get(ans, "rewrap_recommended")))
+		fprintf(stderr, "kmsctl: warning: this ciphertext is under version "
+		    "%lld of %s, which is no longer primary; rewrap recommended "
+		    "(kmsctl rewrap)\n",
+		    (long long)json_integer_value(json_object_get(ans, "key_version")),
+		    argv[optind]);
+	r = write_output(outp, pt, pt_len, 1);
+out:
+	km_secure_free(pt, pt_len);
+	km_buf_free(&ct);
+	free(path);
+	json_decref(ctx);
+	json_decref(body);
+	json_decref(ans);
+	cli_http_free(h);
+	return r;
+}
+
+static int
+cmd_rewrap(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		O_HELP, O_TOKEN_FILE, O_CONTEXT, O_IN, O_OUT,
+		{ "to", required_argument, NULL, OPT_TO },
+		{ "to-context", required_argument, NULL, OPT_TO_CONTEXT },
+		O_END
+	};
+	struct km_buf ct = KM_BUF_INIT(MAX_CIPHERTEXT + 1);
+	const char *token_file = NULL, *in = NULL, *outp = NULL, *to = NULL;
+	const char *nct;
+	struct cli_http *h = NULL;
+	json_t *ctx = NULL, *to_ctx = NULL, *body = NULL, *ans = NULL;
+	char *path = NULL;
+	int ch, failed = 0, r = CLI_USAGE;
+
+	while ((ch = next_opt(argc, argv, opts)) != -1) {
+		switch (ch) {
+		case OPT_HELP:
+			return print_help(usage_rewrap);
+		case OPT_TOKEN_FILE:
+			token_file = optarg;
+			break;
+		case OPT_CONTEXT:
+			if ((r = add_context("rewrap ", &ctx, optarg)) != CLI_OK)
+				goto out;
+			break;
+		case OPT_TO_CONTEXT:
+			if ((r = add_context("rewrap ", &to_ctx, optarg)) != CLI_OK)
+				goto out;
+			break;
+		case OPT_TO:
+			to = optarg;
+			break;
+		case OPT_IN:
+			in = optarg;
+			break;
+		case OPT_OUT:
+			outp = optarg;
+			break;
+		default:
+			r = usage_hint("rewrap ");
+			goto out;
+		}
+	}
+	if (argc - optind != 1) {
+		r = usage_error("rewrap ", "expected one KEY");
+		goto out;
+	}
+	if ((r = read_ciphertext(in, &ct)) != CLI_OK)
+		goto out;
+	if ((body = json_object()) == NULL) {
+		fprintf(stderr, "kmsctl: out of memory\n");
+		r = CLI_USAGE;
+		goto out;
+	}
+	set_new(body, "ciphertext", json_stringn((const char *)ct.data, ct.len),
+	    &failed);
+	if (ctx != NULL)
+		set_new(body, "context", json_incref(ctx), &failed);
+	if (to != NULL)
+		set_new(body, "destination_key", json_string(to), &failed);
+	if (to_ctx != NULL)
+		set_new(body, "destination_context", json_incref(to_ctx), &failed);
+	if (failed) {
+		fprintf(stderr, "kmsctl: the ciphertext or --to is not valid UTF-8\n");
+		r = CLI_USAGE;
+		goto out;
+	}
+	if ((r = open_http(token_file, &h)) != CLI_OK ||
+	    (r = cli_http_path(h, "/v1/keys/", argv[optind], "/rewrap", &path)) != CLI_OK ||
+	    (r = cli_http_call(h, "POST", path, body, &ans)) != CLI_OK ||
+	    (r = answer_ciphertext(ans, &nct)) != CLI_OK)
+		goto out;
+	r = write_line(outp, nct);
+out:
+	km_buf_free(&ct);
+	free(path);
+	json_decref(ctx);
+	json_decref(to_ctx);
+	json_decref(body);
+	json_decref(ans);
+	cli_http_free(h);
+	return r;
+}
+
+static int
+cmd_datakey(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		O_HELP, O_TOKEN_FILE, O_CONTEXT, O_OUT,
+		{ "bits", required_argument, NULL, OPT_BITS },
+		{ "plaintext-out", required_argument, NULL, OPT_PLAINTEXT_OUT },
+		O_END
+	};
+	const char *token_file = NULL, *outp = NULL, *pt_out = NULL, *ct, *b64;
+	struct cli_http *h = NULL;
+	json_t *ctx = NULL, *body = NULL, *ans = NULL;
+	unsigned char *pt = NULL;
+	size_t pt_len = 0;
+	char *path = NULL;
+	int ch, bits = 256, failed = 0, r = CLI_USAGE;
+
+	while ((ch = next_opt(argc, argv, opts)) != -1) {
+		switch (ch) {
+		case OPT_HELP:
+			return print_help(usage_datakey);
+		case OPT_TOKEN_FILE:
+			token_file = optarg;
+			break;
+		case OPT_CONTEXT:
+			if ((r = add_context("datakey ", &ctx, optarg)) != CLI_OK)
+				goto out;
+			break;
+		case OPT_OUT:
+			outp = optarg;
+			break;
+		case OPT_PLAINTEXT_OUT:
+			pt_out = optarg;
+			break;
+		case OPT_BITS:
+			if (strcmp(optarg, "128") == 0)
+				bits = 128;
+			else if (strcmp(optarg, "256") == 0)
+				bits = 256;
+			else {
+				r = usage_error("datakey ", "--bits must be 128 or 256");
+				goto out;
+			}
+			break;
+		default:
+			r = usage_hint("datakey ");
+			goto out;
+		}
+	}
+	if (argc - optind != 1) {
+		r = usage_error("datakey ", "expected one KEY");
+		goto out;
+	}
+	if (pt_out != NULL && strcmp(pt_out, "-") == 0 &&
+	    (outp == NULL || strcmp(outp, "-") == 0)) {
+		r = usage_error("datakey ", "--plaintext-out - writes the key to "
+		    "stdout; give --out FILE for the ciphertext");
+		goto out;
+	}
+	if ((body = json_object()) == NULL) {
+		fprintf(stderr, "kmsctl: out of memory\n");
+		goto out;
+	}
+	set_new(body, "bits", json_integer(bits), &failed);
+	set_new(body, "return_plaintext", json_boolean(pt_out != NULL), &failed);
+	if (ctx != NULL)
+		set_new(body, "context", json_incref(ctx), &failed);
+	if (failed) {
+		fprintf(stderr, "kmsctl: out of memory\n");
+		goto out;
+	}
+	if ((r = open_http(token_file, &h)) != CLI_OK ||
+	    (r = cli_http_path(h, "/v1/keys/", argv[optind], "/datakey", &path)) != CLI_OK ||
+	    (r = cli_http_call(h, "POST", path, body, &ans)) != CLI_OK ||
+	    (r = answer_ciphertext(ans, &ct)) != CLI_OK)
+		goto out;
+	if (pt_out != NULL) {
+		if ((b64 = json_string_value(json_object_get(ans, "plaintext"))) == NULL ||
+		    km_b64_decode(b64, strlen(b64), &pt, &pt_len) != KM_OK) {
+			fprintf(stderr, "kmsctl: the answer has no valid plaintext\n");
+			r = CLI_UNREACHABLE;
+			goto out;
+		}
+		/* The key first: a ciphertext without its key on disk is
+		 * harmless, a key written after a failure is not. */
+		if ((r = write_output(pt_out, pt, pt_len, 1)) != CLI_OK)
+			goto out;
+	}
+	r = write_line(outp, ct);
+out:
+	km_secure_free(pt, pt_len);
+	free(path);
+	json_decref(ctx);
+	json_decref(body);
+	json_decref(ans);
+	cli_http_free(h);
+	return r;
+}
+
+/* ---- tokens ---- */
+
+static int
+cmd_token_create(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		O_HELP, O_TOKEN_FILE, O_JSON,
+		{ "role", required_argument, NULL, OPT_ROLE },
+		{ "keys", required_argument, NULL, OPT_KEYS },
+		{ "description", required_argument, NULL, OPT_DESCRIPTION },
+		{ "ttl", required_argument, NULL, OPT_TTL },
+		O_END
+	};
+	const char *token_file = NULL, *role = NULL, *keys = NULL, *desc = NULL;
+	const char *ttl = NULL, *tok, *id;
+	struct cli_http *h = NULL;
+	json_t *body = NULL, *ans = NULL;
+	int ch, json = 0, failed = 0, r = CLI_USAGE;
+
+	while ((ch = next_opt(argc, argv, opts)) != -1) {
+		switch (ch) {
+		case OPT_HELP:
+			return print_help(usage_token_create);
+		case OPT_TOKEN_FILE:
+			token_file = optarg;
+			break;
+		case OPT_JSON:
+			json = 1;
+			break;
+		case OPT_ROLE:
+			role = optarg;
+			break;
+		case OPT_KEYS:
+			keys = optarg;
+			break;
+		case OPT_DESCRIPTION:
+			desc = optarg;
+			break;
+		case OPT_TTL:
+			ttl = optarg;
+			break;
+		default:
+			return usage_hint("token create ");
+		}
+	}
+	if (optind != argc)
+		return usage_error("token create ", "unexpected argument '%s'",
+		    argv[optind]);
+	if (role == NULL)
+		return usage_error("token create ", "--role is required");
+	if ((body = json_object()) == NULL) {
+		fprintf(stderr, "kmsctl: out of memory\n");
+		goto out;
+	}
+	set_new(body, "role", json_string(role), &failed);
+	if (keys != NULL)
+		set_new(body, "keys", json_string(keys), &failed);
+	if (desc != NULL)
+		set_new(body, "description", json_string(desc), &failed);
+	if (ttl != NULL)
+		set_new(body, "ttl", json_string(ttl), &failed);
+	if (failed) {
+		r = usage_error("token create ", "arguments must be valid UTF-8");
+		goto out;
+	}
+	if ((r = open_http(token_file, &h)) != CLI_OK ||
+	    (r = cli_http_call(h, "POST", "/v1/tokens", body, &ans)) != CLI_OK)
+		goto out;
+	if (json) {
+		r = print_json(ans);
+		goto out;
+	}
+	if ((tok = json_string_value(json_object_get(ans, "token"))) == NULL ||
+	    (id = json_string_value(json_object_get(ans, "id"))) == NULL) {
+		fprintf(stderr, "kmsctl: the answer has no token or id\n");
+		r = CLI_UNREACHABLE;
+		goto out;
+	}
+	fprintf(stderr, "id: ");
+	fput_safe(stderr, id, 0);
+	fputc('\n', stderr);
+	if (printf("%s\n", tok) < 0 || fflush(stdout) == EOF) {
+		fprintf(stderr, "kmsctl: writing standard output failed\n");
+		r = CLI_USAGE;
+		goto out;
+	}
+	r = CLI_OK;
+out:
+	json_decref(body);
+	json_decref(ans);
+	cli_http_free(h);
+	return r;
+}
+
+static int
+cmd_token_list(int argc, char **argv)
+{
+	static const struct option opts[] = { O_HELP, O_TOKEN_FILE, O_JSON, O_END };
+	const char *token_file = NULL;
+	struct cli_http *h = NULL;
+	json_t *ans = NULL, *tokens;
+	int ch, json = 0, r;
+
+	while ((ch = next_opt(argc, argv, opts)) != -1) {
+		switch (ch) {
+		case OPT_HELP:
+			return print_help(usage_token_list);
+		case OPT_TOKEN_FILE:
+			token_file = optarg;
+			break;
+		case OPT_JSON:
+			json = 1;
+			break;
+		default:
+			return usage_hint("token list ");
+		}
+	}
+	if (optind != argc)
+		return usage_error("token list ", "unexpected argument '%s'",
+		    argv[optind]);
+	if ((r = open_http(token_file, &h)) != CLI_OK ||
+	    (r = cli_http_call(h, "GET", "/v1/tokens", NULL, &ans)) != CLI_OK)
+		goto out;
+	if (json) {
+		r = print_json(ans);
+		goto out;
+	}
+	if (!json_is_array(tokens = json_object_get(ans, "tokens"))) {
+		fprintf(stderr, "kmsctl: the answer has no tokens array\n");
+		r = CLI_UNREACHABLE;
+		goto out;
+	}
+	r = print_token_table(tokens);
+out:
+	json_decref(ans);
+	cli_http_free(h);
+	return r;
+}
+
+static int
+cmd_token_revoke(int argc, char **argv)
+{
+	static const struct option opts[] = { O_HELP, O_TOKEN_FILE, O_END };
+	const char *token_file = NULL;
+	struct cli_http *h = NULL;
+	json_t *ans = NULL;
+	char *path = NULL;
+	int ch, r;
+
+	while ((ch = next_opt(argc, argv, opts)) != -1) {
+		switch (ch) {
+		case OPT_HELP:
+			return print_help(usage_token_revoke);
+		case OPT_TOKEN_FILE:
+			token_file = optarg;
+			break;
+		default:
+			return usage_hint("token revoke ");
+		}
+	}
+	if (argc - optind != 1)
+		return usage_error("token revoke ", "expected one token ID");
+	if ((r = open_http(token_file, &h)) != CLI_OK ||
+	    (r = cli_http_path(h, "/v1/tokens/", argv[optind], NULL, &path)) != CLI_OK ||
+	    (r = cli_http_call(h, "DELETE", path, NULL, &ans)) != CLI_OK)
+		goto out;
+	printf("revoked ");
+	put_safe(str_or(ans, "id", argv[optind]), 0);
+	printf(" at ");
+	put_safe(str_or(ans, "revoked_at", "?"), 0);
+	putchar('\n');
+	if (fflush(stdout) == EOF) {
+		fprintf(stderr, "kmsctl: writing standard output failed\n");
+		r = CLI_USAGE;
+	}
+out:
+	free(path);
+	json_decref(ans);
+	cli_http_free(h);
+	return r;
+}
+
+/* ---- dispatch ---- */
+
+struct cmd {
+	const char *name;
+	int (*run)(int argc, char **argv);
+};
+
+static const struct cmd key_cmds[] = {
+	{ "create", cmd_key_create },
+	{ "list", cmd_key_list },
+	{ "show", cmd_key_show },
+	{ "rotate", cmd_key_rotate },
+	{ "state", cmd_key_state },
+	{ NULL, NULL }
+};
+
+static const struct cmd token_cmds[] = {
+	{ "create", cmd_token_create },
+	{ "list", cmd_token_list },
+	{ "revoke", cmd_token_revoke },
+	{ NULL, NULL }
+};
+
+/* Runs the table entry named argv[0]; argv[0] of the callee is its name. */
+static int
+dispatch(const struct cmd *cmds, const char *group, const char *usage,
+    int argc, char **argv)
+{
+	size_t i;
+
+	if (argc < 1)
+		return usage_error(group, "expected a command");
+	if (strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0 ||
+	    strcmp(argv[0], "help") == 0)
+		return print_help(usage);
+	for (i = 0; cmds[i].name != NULL; i++) {
+		if (strcmp(cmds[i].name, argv[0]) == 0) {
+			optind = 0;	/* glibc: 0 re-initialises getopt */
+			return cmds[i].run(argc, argv);
+		}
+	}
+	return usage_error(group, "unknown command '%s'", argv[0]);
+}
+
+static int
+cmd_key(int argc, char **argv)
+{
+	return dispatch(key_cmds, "key ", usage_key, argc - 1, argv + 1);
+}
+
+static int
+cmd_token(int argc, char **argv)
+{
+	return dispatch(token_cmds, "token ", usage_token, argc - 1, argv + 1);
+}
+
+static const struct cmd main_cmds[] = {
+	{ "init", cmd_init },
+	{ "key", cmd_key },
+	{ "wrap", cmd_wrap },
+	{ "unwrap", cmd_unwrap },
+	{ "rewrap", cmd_rewrap },
+	{ "datakey", cmd_datakey },
+	{ "token", cmd_token },
+	{ NULL, NULL }
+};
+
+int
+main(int argc, char **argv)
+{
+	int i = 1, r;
+
+	cli_json_setup();
+	/* Global options, before the command. */
+	while (i < argc && argv[i][0] == '-') {
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+			return print_help(usage_main);
+		if (strcmp(argv[i], "--version") == 0) {
+			printf("kmsctl %s\n", KMSD_VERSION);
+			return fflush(stdout) == EOF ? CLI_USAGE : CLI_OK;
+		}
+		if (strcmp(argv[i], "--token-file") == 0) {
+			if (i + 1 >= argc)
+				return usage_error("", "option '--token-file' "
+				    "needs a value");
+			g_token_file = argv[i + 1];
+			i += 2;
+		} else if (strncmp(argv[i], "--token-file=", 13) == 0) {
+			g_token_file = argv[i] + 13;
+			i++;
+		} else
+			return usage_error("", "unknown option '%s'", argv[i]);
+	}
+	if (i >= argc)
+		return usage_error("", "expected a command");
+	if (strcmp(argv[i], "help") == 0)
+		return print_help(usage_main);
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		fprintf(stderr, "kmsctl: cannot initialise libcurl\n");
+		return CLI_USAGE;
+	}
+	r = dispatch(main_cmds, "", usage_main, argc - i, argv + i);
+	curl_global_cleanup();
+	return r;
+}

@@ -1,0 +1,57 @@
+/* kmsctl's HTTP client: one reused libcurl handle, JSON in and out, and the
+ * mapping of every failure to one of kmsctl's exit codes. */
+#ifndef KMSCTL_HTTP_H
+#define KMSCTL_HTTP_H
+
+#include <jansson.h>
+
+#include "km.h"
+
+/* kmsctl's exit codes; docs/KMSCTL.md lists them. */
+enum cli_exit {
+	CLI_OK = 0,		/* done */
+	CLI_FAIL = 1,		/* the server refused (4xx) or the operation failed */
+	CLI_USAGE = 2,		/* bad arguments, or a local file could not be read/written */
+	CLI_UNREACHABLE = 3,	/* no connection, a timeout, a 5xx or an answer that is not JSON */
+};
+
+/* Largest answer kmsctl accepts from the server. */
+#define CLI_MAX_RESPONSE (64u << 20)
+
+/* Makes jansson wipe every block it frees, so plaintext that passed
+ * through a json_t does not linger on the heap. Call once, before any
+ * other jansson call. */
+void cli_json_setup(void);
+
+/* Frees a string from json_dumps() after wiping it; NULL is a no-op. */
+void cli_json_str_free(char *s);
+
+struct cli_http;
+
+/* Reads KMS_ADDR (default http://127.0.0.1:8420) and KMS_CACERT, and the
+ * bearer token from `token_file` when it is not NULL, else from KMS_TOKEN
+ * (no token at all is allowed; the server then answers 401).
+ * Returns CLI_OK, or CLI_USAGE after printing why. */
+int cli_http_new(const char *token_file, struct cli_http **out) KM_WUR;
+void cli_http_free(struct cli_http *h);
+
+/* Sends `method` to `path` (starting with "/"), with `body` as JSON when it
+ * is not NULL. On a 2xx answer *answer is the JSON object the server sent
+ * (the caller decrefs it) and CLI_OK is returned. Otherwise the server's
+ * error code, message and request id (or the transport error) are printed
+ * to stderr, *answer is NULL and CLI_FAIL (4xx) or CLI_UNREACHABLE
+ * (transport failure, 5xx, malformed answer) is returned. */
+int cli_http_call(struct cli_http *h, const char *method, const char *path,
+    const json_t *body, json_t **answer) KM_WUR;
+
+/* *out = prefix + percent-encoded `segment` + suffix (suffix may be NULL),
+ * owned by the caller (free()). Returns CLI_OK or CLI_USAGE. */
+int cli_http_path(struct cli_http *h, const char *prefix, const char *segment,
+    const char *suffix, char **out) KM_WUR;
+
+/* Reads a bearer token from the first line of `path` into *out (the caller
+ * frees it with km_secure_free(*out, strlen(*out))). Returns CLI_OK or
+ * CLI_USAGE after printing why. */
+int cli_read_token_file(const char *path, char **out) KM_WUR;
+
+#endif
