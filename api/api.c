@@ -385,6 +385,8 @@ audit:
 	    api_audit_now(rq, outcome_for(rq->status), rq->status) != KM_OK) {
 		/* Fail closed: no result leaves without its durable record. */
 		rq->answer_secret = 0;
+		free(rq->raw);
+		rq->raw = NULL;
 		api_error(rq, KM_ERR_AUDIT,
 		    "the audit record could not be written; nothing returned");
 	}
@@ -396,5 +398,7 @@ api_req_clear(struct api_req *rq)
 	json_decref(rq->answer);
 	json_decref(rq->audit);
 	rq->answer = rq->audit = NULL;
+	free(rq->raw);
+	rq->raw = NULL;
 	api_principal_clear(&rq->who);
 }

@@ -24,6 +24,8 @@ struct api_ctx {
 	struct store *store;
 	struct audit *audit;
 	struct usage *usage;
+	const char *audit_origin;
+	json_t *audit_keys;	/* [{label, kid, pem, jwk}] of checkpoint keys */
 };
 
 enum api_role {
@@ -63,6 +65,9 @@ struct api_req {
 	int status;
 	json_t *answer;
 	int answer_secret;		/* answer holds plaintext: wipe it */
+	unsigned char *raw;		/* a non-JSON answer (owned), or NULL */
+	size_t raw_len;
+	const char *raw_type;		/* its Content-Type */
 
 	/* The audit record. */
 	const char *op;
@@ -157,6 +162,12 @@ void api_crypto_datakey(struct api_req *rq);
 void api_tokens_create(struct api_req *rq);
 void api_tokens_list(struct api_req *rq);
 void api_tokens_revoke(struct api_req *rq);
+void api_audit_head(struct api_req *rq);
+void api_audit_checkpoints(struct api_req *rq);
+void api_audit_keys(struct api_req *rq);
+void api_audit_records(struct api_req *rq);
+void api_audit_files(struct api_req *rq);
+void api_audit_file(struct api_req *rq);
 
 /* A key object as served by GET /v1/keys/{name}. */
 json_t *api_key_json(struct api_req *rq, const void *store_key);

@@ -9,12 +9,21 @@
 #include <p11-kit/p11-kit.h>
 #include <p11-kit/uri.h>
 
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/param_build.h>
+#include <openssl/x509.h>
 
 #include "log.h"
 
 #define MEK_LABEL_FMT "kms-mek-v%u"
 #define MAX_MEK_CACHE 64
+
+/* DER of the P-256 curve OID 1.2.840.10045.3.1.7, the CKA_EC_PARAMS value. */
+static const unsigned char p256_params[] = {
+	0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
+};
 
 struct cache_entry {
 	char *id;
@@ -1049,4 +1058,172 @@ hsm_random(struct hsm *h, unsigned char *out, size_t len)
 	if (rv != CKR_OK)
 		return rv_err(rv, "C_GenerateRandom", NULL);
 	return KM_OK;
+}
+
+static int
+find_labelled(struct hsm *h, CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls,
+    const char *label, CK_OBJECT_HANDLE *obj)
+{
+	CK_BBOOL yes = CK_TRUE;
+	CK_ATTRIBUTE tmpl[] = {
+		{ CKA_CLASS, &cls, sizeof(cls) },
+		{ CKA_TOKEN, &yes, sizeof(yes) },
+		{ CKA_LABEL, (void *)label, strlen(label) },
+	};
+
+	return find_one(h, s, tmpl, 3, obj, label);
+}
+
+int
+hsm_ec_create(struct hsm *h, const char *label)
+{
+	CK_MECHANISM mech = { CKM_EC_KEY_PAIR_GEN, NULL, 0 };
+	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+	CK_ATTRIBUTE pub[] = {
+		{ CKA_TOKEN, &yes, sizeof(yes) },
+		{ CKA_VERIFY, &yes, sizeof(yes) },
+		{ CKA_EC_PARAMS, (void *)p256_params, sizeof(p256_params) },
+		{ CKA_LABEL, (void *)label, strlen(label) },
+		{ CKA_ID, (void *)label, strlen(label) },
+	};
+	CK_ATTRIBUTE priv[] = {
+		{ CKA_TOKEN, &yes, sizeof(yes) },
+		{ CKA_PRIVATE, &yes, sizeof(yes) },
+		{ CKA_SENSITIVE, &yes, sizeof(yes) },
+		{ CKA_EXTRACTABLE, &no, sizeof(no) },
+		{ CKA_SIGN, &yes, sizeof(yes) },
+		{ CKA_DECRYPT, &no, sizeof(no) },
+		{ CKA_DERIVE, &no, sizeof(no) },
+		{ CKA_LABEL, (void *)label, strlen(label) },
+		{ CKA_ID, (void *)label, strlen(label) },
+	};
+	CK_OBJECT_HANDLE hpub, hpriv;
+	CK_SESSION_HANDLE s = session_get(h);
+	CK_RV rv;
+	int r;
+
+	r = find_labelled(h, s, CKO_PRIVATE_KEY, label, &hpriv);
+	if (r == KM_OK) {
+		r = KM_ERR_KEY_EXISTS;
+		goto out;
+	}
+	if (r != KM_ERR_NOT_FOUND)
+		goto out;
+	rv = h->fn->C_GenerateKeyPair(s, &mech, pub, sizeof(pub) / sizeof(pub[0]),
+	    priv, sizeof(priv) / sizeof(priv[0]), &hpub, &hpriv);
+	r = rv == CKR_OK ? KM_OK : rv_err(rv, "C_GenerateKeyPair(P-256)", label);
+out:
+	session_put(h, s);
+	return r;
+}
+
+/* CKA_EC_POINT is a DER OCTET STRING around the uncompressed point. */
+static int
+ec_point_unwrap(const unsigned char *p, size_t n, const unsigned char **pt,
+    size_t *ptlen)
+{
+	if (n == 65 && p[0] == 0x04) {	/* some tokens omit the wrapper */
+		*pt = p;
+		*ptlen = n;
+		return KM_OK;
+	}
+	if (n != 67 || p[0] != 0x04 || p[1] != 65 || p[2] != 0x04)
+		return KM_ERR_HSM;
+	*pt = p + 2;
+	*ptlen = 65;
+	return KM_OK;
+}
+
+static int
+spki_from_point(const unsigned char *pt, size_t ptlen, unsigned char **der,
+    size_t *der_len)
+{
+	OSSL_PARAM_BLD *bld = NULL;
+	OSSL_PARAM *params = NULL;
+	EVP_PKEY_CTX *ctx = NULL;
+	EVP_PKEY *pkey = NULL;
+	unsigned char *out = NULL;
+	int n, r = KM_ERR_INTERNAL;
+
+	if ((bld = OSSL_PARAM_BLD_new()) == NULL ||
+	    !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME,
+	    "prime256v1", 0) ||
+	    !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pt,
+	    ptlen) ||
+	    (params = OSSL_PARAM_BLD_to_param(bld)) == NULL ||
+	    (ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL)) == NULL ||
+	    EVP_PKEY_fromdata_init(ctx) <= 0 ||
+	    EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0 ||
+	    (n = i2d_PUBKEY(pkey, &out)) <= 0) {
+		log_error("the token's EC point is not a P-256 public key");
+		goto out;
+	}
+	*der = out;
+	*der_len = (size_t)n;
+	r = KM_OK;
+out:
+	EVP_PKEY_free(pkey);
+	EVP_PKEY_CTX_free(ctx);
+	OSSL_PARAM_free(params);
+	OSSL_PARAM_BLD_free(bld);
+	return r;
+}
+
+int
+hsm_ec_public(struct hsm *h, const char *label, unsigned char **der,
+    size_t *der_len)
+{
+	unsigned char point[128];
+	CK_ATTRIBUTE a = { CKA_EC_POINT, point, sizeof(point) };
+	CK_OBJECT_HANDLE obj;
+	CK_SESSION_HANDLE s = session_get(h);
+	const unsigned char *pt;
+	size_t ptlen;
+	CK_RV rv;
+	int r;
+
+	*der = NULL;
+	*der_len = 0;
+	if ((r = find_labelled(h, s, CKO_PUBLIC_KEY, label, &obj)) != KM_OK)
+		goto out;
+	if ((rv = h->fn->C_GetAttributeValue(s, obj, &a, 1)) != CKR_OK) {
+		r = rv_err(rv, "C_GetAttributeValue(CKA_EC_POINT)", label);
+		goto out;
+	}
+	if ((r = ec_point_unwrap(point, a.ulValueLen, &pt, &ptlen)) != KM_OK) {
+		log_error("CKA_EC_POINT of %s is not an uncompressed P-256 point",
+		    label);
+		goto out;
+	}
+	r = spki_from_point(pt, ptlen, der, der_len);
+out:
+	session_put(h, s);
+	return r;
+}
+
+int
+hsm_ec_sign(struct hsm *h, const char *label, const unsigned char digest[32],
+    unsigned char sig[64])
+{
+	CK_MECHANISM mech = { CKM_ECDSA, NULL, 0 };
+	CK_OBJECT_HANDLE obj;
+	CK_ULONG len = 64;
+	CK_SESSION_HANDLE s = session_get(h);
+	CK_RV rv;
+	int r;
+
+	if ((r = find_labelled(h, s, CKO_PRIVATE_KEY, label, &obj)) != KM_OK)
+		goto out;
+	if ((rv = h->fn->C_SignInit(s, &mech, obj)) != CKR_OK) {
+		r = rv_err(rv, "C_SignInit(ECDSA)", label);
+		goto out;
+	}
+	if ((rv = h->fn->C_Sign(s, (CK_BYTE_PTR)digest, 32, sig, &len)) != CKR_OK) {
+		r = rv_err(rv, "C_Sign(ECDSA)", label);
+		goto out;
+	}
+	r = len == 64 ? KM_OK : KM_ERR_HSM;
+out:
+	session_put(h, s);
+	return r;
 }

@@ -89,6 +89,19 @@ int hsm_gcm_decrypt(struct hsm *h, struct hsm_key *k,
     size_t aadlen, const unsigned char *in, size_t inlen, unsigned char *out,
     size_t *outlen) KM_WUR;
 
+/* Creates an ECDSA P-256 key pair as token objects labelled `label`: the
+ * private half sensitive, not extractable, sign only. For the audit
+ * checkpoint key. KM_ERR_KEY_EXISTS when the label is taken. */
+int hsm_ec_create(struct hsm *h, const char *label) KM_WUR;
+/* The public half of token key `label` as DER SubjectPublicKeyInfo.
+ * *der is owned by the caller (free()). KM_ERR_NOT_FOUND when absent. */
+int hsm_ec_public(struct hsm *h, const char *label, unsigned char **der,
+    size_t *der_len) KM_WUR;
+/* ECDSA over a 32-byte digest with token key `label`; `sig` receives the
+ * raw r || s (64 bytes). */
+int hsm_ec_sign(struct hsm *h, const char *label,
+    const unsigned char digest[32], unsigned char sig[64]) KM_WUR;
+
 /* Random bytes from the token's generator (C_GenerateRandom). */
 int hsm_random(struct hsm *h, unsigned char *out, size_t len) KM_WUR;
 

@@ -1,4 +1,5 @@
-/* Audit log writer: hash chain, group-committed fsync, torn-tail recovery. */
+/* Audit log writer: hash chain, group-committed fsync, segments, signed
+ * checkpoints, torn-tail recovery and self-recovery after I/O failures. */
 #include "audit.h"
 
 #include <dirent.h>
@@ -12,27 +13,49 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <openssl/sha.h>
 
 #include "log.h"
 
 #define SEGMENT_PREFIX "audit-"
 #define SEGMENT_SUFFIX ".jsonl"
+#define CHECKPOINTS "checkpoints.jsonl"
 #define MAX_LINE (4u << 20)
+#define DEFAULT_SEGMENT_BYTES ((uint64_t)64 << 20)
 
 struct audit {
 	char *dir;
-	char *path;
+	char *path;			/* current segment */
 	int fd;
+	uint64_t first_seq;		/* of the current segment */
+	uint64_t segment_bytes;
 	pthread_mutex_t lock;
 	pthread_cond_t synced;
 	uint64_t next_seq;		/* seq of the next record */
 	uint64_t written_seq;		/* records < written_seq are in the file */
 	uint64_t durable_seq;		/* records < durable_seq are fsynced */
-	off_t size;			/* bytes of whole records in the file */
-	unsigned char prev[SHA256_DIGEST_LENGTH];
+	off_t size;			/* bytes of whole records in the segment */
+	off_t durable_size;		/* of those, fsynced */
+	unsigned char prev[SHA256_DIGEST_LENGTH];	/* hash of line next_seq-1 */
+	unsigned char durable_hash[SHA256_DIGEST_LENGTH]; /* of durable_seq-1 */
 	int syncing;
 	int failed;			/* a write or fsync failed: fail closed */
+	int64_t last_recover_try;
+
+	/* Checkpoints. */
+	pthread_mutex_t cp_lock;
+	int cp_fd;
+	off_t cp_size;
+	audit_sign_fn sign;
+	void *sign_arg;
+	char kid[64];
+	char *origin;
+	uint64_t every_n;
+	int64_t every_us;
+	int64_t last_cp_seq;		/* -1: none */
+	int64_t last_cp_time;
+	json_t *last_cp;
 };
 
 static int
@@ -51,41 +74,82 @@ fsync_dir(const char *dir)
 	return r;
 }
 
-/* Newest segment name in `dir`, or NULL when there is none. */
 static int
-newest_segment(const char *dir, char **name)
+segment_name_ok(const char *name, uint64_t *first)
+{
+	size_t plen = strlen(SEGMENT_PREFIX), slen = strlen(SEGMENT_SUFFIX);
+	size_t n = strlen(name), i;
+
+	if (n != plen + 12 + slen || strncmp(name, SEGMENT_PREFIX, plen) != 0 ||
+	    strcmp(name + n - slen, SEGMENT_SUFFIX) != 0)
+		return 0;
+	for (i = plen; i < plen + 12; i++)
+		if (name[i] < '0' || name[i] > '9')
+			return 0;
+	if (first != NULL)
+		*first = strtoull(name + plen, NULL, 10);
+	return 1;
+}
+
+static int
+cmp_names(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Segment names in `dir`, sorted (fixed-width numbers: name order is seq
+ * order). *names and each name are owned by the caller. */
+static int
+list_segments(const char *dir, char ***names, size_t *n)
 {
 	struct dirent *de;
+	char **v = NULL, **nv;
+	size_t cnt = 0, cap = 0;
 	DIR *d;
-	size_t plen = strlen(SEGMENT_PREFIX), slen = strlen(SEGMENT_SUFFIX);
 
-	*name = NULL;
+	*names = NULL;
+	*n = 0;
 	if ((d = opendir(dir)) == NULL) {
 		log_error("audit: cannot open %s: %s", dir, strerror(errno));
 		return KM_ERR_AUDIT;
 	}
 	while ((de = readdir(d)) != NULL) {
-		size_t n = strlen(de->d_name);
-
-		if (n != plen + 12 + slen ||
-		    strncmp(de->d_name, SEGMENT_PREFIX, plen) != 0 ||
-		    strcmp(de->d_name + n - slen, SEGMENT_SUFFIX) != 0)
+		if (!segment_name_ok(de->d_name, NULL))
 			continue;
-		/* Fixed-width numbers: string order is seq order. */
-		if (*name == NULL || strcmp(de->d_name, *name) > 0) {
-			free(*name);
-			if ((*name = strdup(de->d_name)) == NULL) {
-				closedir(d);
-				return KM_ERR_NOMEM;
-			}
+		if (cnt == cap) {
+			cap = cap ? cap * 2 : 16;
+			if ((nv = realloc(v, cap * sizeof(*v))) == NULL)
+				goto nomem;
+			v = nv;
 		}
+		if ((v[cnt] = strdup(de->d_name)) == NULL)
+			goto nomem;
+		cnt++;
 	}
 	closedir(d);
+	if (cnt > 0)
+		qsort(v, cnt, sizeof(*v), cmp_names);
+	*names = v;
+	*n = cnt;
 	return KM_OK;
+nomem:
+	closedir(d);
+	while (cnt > 0)
+		free(v[--cnt]);
+	free(v);
+	return KM_ERR_NOMEM;
+}
+
+static void
+free_names(char **names, size_t n)
+{
+	while (n > 0)
+		free(names[--n]);
+	free(names);
 }
 
 static int
-read_file(int fd, unsigned char **data, off_t *size)
+read_fd(int fd, unsigned char **data, off_t *size)
 {
 	struct stat st;
 	unsigned char *buf;
@@ -108,15 +172,39 @@ read_file(int fd, unsigned char **data, off_t *size)
 		}
 		got += n;
 	}
+	buf[got] = '\0';
 	*data = buf;
 	*size = got;
 	return KM_OK;
 }
 
+static int
+read_path(const char *path, unsigned char **data, off_t *size)
+{
+	int fd, r;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return errno == ENOENT ? KM_ERR_NOT_FOUND : KM_ERR_AUDIT;
+	r = read_fd(fd, data, size);
+	close(fd);
+	return r;
+}
+
+static char *
+join(const char *dir, const char *name)
+{
+	size_t n = strlen(dir) + strlen(name) + 2;
+	char *p = malloc(n);
+
+	if (p != NULL)
+		snprintf(p, n, "%s/%s", dir, name);
+	return p;
+}
+
 /* Reads the tail of the current segment: cuts a torn last line and sets
  * next_seq and prev from the last whole line. *cut is the bytes cut. */
 static int
-recover_tail(struct audit *a, uint64_t first_seq, off_t *cut)
+recover_tail(struct audit *a, off_t *cut)
 {
 	unsigned char *data = NULL;
 	off_t size, end, start;
@@ -124,7 +212,7 @@ recover_tail(struct audit *a, uint64_t first_seq, off_t *cut)
 	int r;
 
 	*cut = 0;
-	if ((r = read_file(a->fd, &data, &size)) != KM_OK)
+	if ((r = read_fd(a->fd, &data, &size)) != KM_OK)
 		goto out;
 	end = size;
 	while (end > 0 && data[end - 1] != '\n')
@@ -142,9 +230,8 @@ recover_tail(struct audit *a, uint64_t first_seq, off_t *cut)
 	}
 	a->size = end;
 	if (end == 0) {
-		a->next_seq = first_seq;
-		if (first_seq == 0)
-			memset(a->prev, 0, sizeof(a->prev));
+		/* A new segment: the chain goes on from the previous one. */
+		a->next_seq = a->first_seq;
 		r = KM_OK;
 		goto out;
 	}
@@ -154,7 +241,7 @@ recover_tail(struct audit *a, uint64_t first_seq, off_t *cut)
 	rec = json_loadb((const char *)data + start, (size_t)(end - 1 - start),
 	    0, NULL);
 	if (rec == NULL || !json_is_integer(seq = json_object_get(rec, "seq")) ||
-	    json_integer_value(seq) < 0) {
+	    json_integer_value(seq) < (json_int_t)a->first_seq) {
 		log_error("audit: last record of %s is not valid; refusing to "
 		    "append after it", a->path);
 		r = KM_ERR_AUDIT;
@@ -169,37 +256,241 @@ out:
 	return r;
 }
 
+/* The hash of the last line of segment `name` (the chain link into the
+ * next segment). */
 static int
-open_segment(struct audit *a, const char *name)
+last_line_hash(const char *dir, const char *name, unsigned char hash[32])
 {
-	size_t n = strlen(a->dir) + strlen(name) + 2;
+	unsigned char *data = NULL;
+	char *path = join(dir, name);
+	off_t size, end, start;
+	int r;
 
-	if ((a->path = malloc(n)) == NULL)
+	if (path == NULL)
 		return KM_ERR_NOMEM;
-	snprintf(a->path, n, "%s/%s", a->dir, name);
+	if ((r = read_path(path, &data, &size)) != KM_OK)
+		goto out;
+	end = size;
+	if (end == 0 || data[end - 1] != '\n') {
+		log_error("audit: sealed segment %s does not end in a whole line",
+		    path);
+		r = KM_ERR_AUDIT;
+		goto out;
+	}
+	start = end - 1;
+	while (start > 0 && data[start - 1] != '\n')
+		start--;
+	SHA256(data + start, (size_t)(end - 1 - start), hash);
+	r = KM_OK;
+out:
+	free(data);
+	free(path);
+	return r;
+}
+
+static int
+open_segment(struct audit *a, const char *name, uint64_t first)
+{
+	free(a->path);
+	if ((a->path = join(a->dir, name)) == NULL)
+		return KM_ERR_NOMEM;
 	a->fd = open(a->path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 	if (a->fd < 0) {
 		log_error("audit: cannot open %s: %s", a->path, strerror(errno));
 		return KM_ERR_AUDIT;
 	}
+	a->first_seq = first;
+	a->size = a->durable_size = 0;
 	return fsync_dir(a->dir);
+}
+
+/* Finds the line of record `seq` and hashes it. KM_ERR_NOT_FOUND when the
+ * log has no such record. */
+static int
+record_hash(struct audit *a, uint64_t seq, unsigned char hash[32])
+{
+	char **names = NULL, *path = NULL;
+	size_t n = 0, i, pick = 0;
+	unsigned char *data = NULL;
+	uint64_t first = 0, f, cur;
+	off_t size, pos = 0, eol;
+	int r, found = 0;
+
+	if ((r = list_segments(a->dir, &names, &n)) != KM_OK)
+		return r;
+	for (i = 0; i < n; i++) {
+		if (segment_name_ok(names[i], &f) && f <= seq) {
+			pick = i;
+			first = f;
+			found = 1;
+		}
+	}
+	r = KM_ERR_NOT_FOUND;
+	if (!found)
+		goto out;
+	if ((path = join(a->dir, names[pick])) == NULL) {
+		r = KM_ERR_NOMEM;
+		goto out;
+	}
+	if ((r = read_path(path, &data, &size)) != KM_OK)
+		goto out;
+	r = KM_ERR_NOT_FOUND;
+	for (cur = first; pos < size; cur++) {
+		for (eol = pos; eol < size && data[eol] != '\n'; eol++)
+			;
+		if (eol == size)
+			break;
+		if (cur == seq) {
+			SHA256(data + pos, (size_t)(eol - pos), hash);
+			r = KM_OK;
+			break;
+		}
+		pos = eol + 1;
+	}
+out:
+	free(data);
+	free(path);
+	free_names(names, n);
+	return r;
+}
+
+static json_t *
+read_last_checkpoint(const char *dir, off_t *size)
+{
+	unsigned char *data = NULL;
+	char *path = join(dir, CHECKPOINTS);
+	off_t sz = 0, end, start;
+	json_t *cp = NULL;
+
+	*size = 0;
+	if (path == NULL || read_path(path, &data, &sz) != KM_OK)
+		goto out;
+	end = sz;
+	while (end > 0 && data[end - 1] != '\n')
+		end--;
+	*size = end;
+	if (end == 0)
+		goto out;
+	start = end - 1;
+	while (start > 0 && data[start - 1] != '\n')
+		start--;
+	cp = json_loadb((const char *)data + start, (size_t)(end - 1 - start),
+	    0, NULL);
+out:
+	free(data);
+	free(path);
+	return cp;
+}
+
+/* The log must contain the newest checkpoint's record with the same hash:
+ * anything else means records were cut or rewritten. */
+static int
+check_against_checkpoint(struct audit *a)
+{
+	unsigned char want[32], have[32];
+	const char *hash_hex;
+	json_int_t seq;
+	json_t *cp = a->last_cp;
+
+	if (cp == NULL)
+		return KM_OK;
+	seq = json_integer_value(json_object_get(cp, "seq"));
+	hash_hex = json_string_value(json_object_get(cp, "hash"));
+	if (seq < 0 || hash_hex == NULL || km_unhex(hash_hex, want, 32) != KM_OK) {
+		log_error("audit: newest checkpoint in %s/%s is malformed", a->dir,
+		    CHECKPOINTS);
+		return KM_ERR_AUDIT;
+	}
+	if ((uint64_t)seq >= a->next_seq) {
+		log_error("audit: the log ends at seq %" PRIu64 " but the newest "
+		    "checkpoint seals seq %lld: records are missing; refusing to "
+		    "start", a->next_seq ? a->next_seq - 1 : 0, (long long)seq);
+		return KM_ERR_AUDIT;
+	}
+	if (record_hash(a, (uint64_t)seq, have) != KM_OK ||
+	    CRYPTO_memcmp(want, have, 32) != 0) {
+		log_error("audit: record %lld does not match the newest checkpoint:"
+		    " the log was rewritten; refusing to start", (long long)seq);
+		return KM_ERR_AUDIT;
+	}
+	a->last_cp_seq = seq;
+	return KM_OK;
+}
+
+static int
+open_checkpoints(struct audit *a)
+{
+	char *path = join(a->dir, CHECKPOINTS);
+	int r = KM_OK;
+
+	if (path == NULL)
+		return KM_ERR_NOMEM;
+	a->last_cp = read_last_checkpoint(a->dir, &a->cp_size);
+	a->cp_fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	if (a->cp_fd < 0) {
+		log_error("audit: cannot open %s: %s", path, strerror(errno));
+		r = KM_ERR_AUDIT;
+	} else if (ftruncate(a->cp_fd, a->cp_size) != 0) {
+		/* A torn checkpoint line from a crash carries no signature
+		 * anyone relied on; drop it. */
+		log_error("audit: cannot cut %s: %s", path, strerror(errno));
+		r = KM_ERR_AUDIT;
+	}
+	free(path);
+	return r;
+}
+
+static int
+open_current(struct audit *a, off_t *cut)
+{
+	char **names = NULL, *name = NULL;
+	size_t n = 0;
+	uint64_t first = 0;
+	int r;
+
+	memset(a->prev, 0, sizeof(a->prev));
+	if ((r = list_segments(a->dir, &names, &n)) != KM_OK)
+		return r;
+	if (n == 0) {
+		name = strdup(SEGMENT_PREFIX "000000000000" SEGMENT_SUFFIX);
+	} else {
+		name = strdup(names[n - 1]);
+		(void)segment_name_ok(name ? name : "", &first);
+		/* The first record of a segment links to the last of the
+		 * one before. */
+		if (n > 1 && (r = last_line_hash(a->dir, names[n - 2],
+		    a->prev)) != KM_OK)
+			goto out;
+	}
+	if (name == NULL) {
+		r = KM_ERR_NOMEM;
+		goto out;
+	}
+	if ((r = open_segment(a, name, first)) != KM_OK)
+		goto out;
+	r = recover_tail(a, cut);
+out:
+	free(name);
+	free_names(names, n);
+	return r;
 }
 
 int
 audit_open(const char *dir, struct audit **out)
 {
 	struct audit *a;
-	char *name = NULL;
-	uint64_t first = 0;
 	off_t cut = 0;
 	int r = KM_ERR_NOMEM;
 
 	*out = NULL;
 	if ((a = calloc(1, sizeof(*a))) == NULL)
 		return KM_ERR_NOMEM;
-	a->fd = -1;
+	a->fd = a->cp_fd = -1;
+	a->last_cp_seq = -1;
+	a->segment_bytes = DEFAULT_SEGMENT_BYTES;
 	pthread_mutex_init(&a->lock, NULL);
 	pthread_cond_init(&a->synced, NULL);
+	pthread_mutex_init(&a->cp_lock, NULL);
 	if ((a->dir = strdup(dir)) == NULL)
 		goto out;
 	if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
@@ -207,25 +498,18 @@ audit_open(const char *dir, struct audit **out)
 		r = KM_ERR_AUDIT;
 		goto out;
 	}
-	if ((r = newest_segment(dir, &name)) != KM_OK)
-		goto out;
-	if (name == NULL) {
-		if ((name = strdup(SEGMENT_PREFIX "000000000000" SEGMENT_SUFFIX)) == NULL) {
-			r = KM_ERR_NOMEM;
-			goto out;
-		}
-	} else {
-		first = strtoull(name + strlen(SEGMENT_PREFIX), NULL, 10);
-	}
-	if ((r = open_segment(a, name)) != KM_OK)
-		goto out;
-	if ((r = recover_tail(a, first, &cut)) != KM_OK)
+	if ((r = open_current(a, &cut)) != KM_OK ||
+	    (r = open_checkpoints(a)) != KM_OK ||
+	    (r = check_against_checkpoint(a)) != KM_OK)
 		goto out;
 	a->written_seq = a->durable_seq = a->next_seq;
+	a->durable_size = a->size;
+	memcpy(a->durable_hash, a->prev, sizeof(a->prev));
 	if (cut > 0) {
-		json_t *rec = json_pack("{s:s, s:s, s:s, s:s, s:I}",
+		json_t *rec = json_pack("{s:s, s:s, s:s, s:s, s:i, s:n, s:n, s:I}",
 		    "request_id", "", "actor", "kmsd", "op", "recovery",
-		    "outcome", "ok", "cut_bytes", (json_int_t)cut);
+		    "outcome", "ok", "status", 0, "key", "version",
+		    "cut_bytes", (json_int_t)cut);
 
 		r = rec ? audit_append(a, rec, NULL) : KM_ERR_NOMEM;
 		json_decref(rec);
@@ -236,7 +520,6 @@ audit_open(const char *dir, struct audit **out)
 	a = NULL;
 	r = KM_OK;
 out:
-	free(name);
 	audit_free(a);
 	return r;
 }
@@ -248,11 +531,24 @@ audit_free(struct audit *a)
 		return;
 	if (a->fd >= 0)
 		close(a->fd);
+	if (a->cp_fd >= 0)
+		close(a->cp_fd);
 	pthread_mutex_destroy(&a->lock);
 	pthread_cond_destroy(&a->synced);
+	pthread_mutex_destroy(&a->cp_lock);
+	json_decref(a->last_cp);
+	free(a->origin);
 	free(a->path);
 	free(a->dir);
 	free(a);
+}
+
+void
+audit_set_segment_bytes(struct audit *a, uint64_t bytes)
+{
+	pthread_mutex_lock(&a->lock);
+	a->segment_bytes = bytes > 0 ? bytes : DEFAULT_SEGMENT_BYTES;
+	pthread_mutex_unlock(&a->lock);
 }
 
 static int
@@ -302,8 +598,10 @@ static int
 wait_durable(struct audit *a, uint64_t seq)
 {
 	while (a->durable_seq <= seq && !a->failed) {
+		unsigned char hash[SHA256_DIGEST_LENGTH];
 		uint64_t target;
-		int rc;
+		off_t target_size;
+		int rc, fd;
 
 		if (a->syncing) {
 			pthread_cond_wait(&a->synced, &a->lock);
@@ -311,8 +609,11 @@ wait_durable(struct audit *a, uint64_t seq)
 		}
 		a->syncing = 1;
 		target = a->written_seq;
+		target_size = a->size;
+		memcpy(hash, a->prev, sizeof(hash));
+		fd = a->fd;
 		pthread_mutex_unlock(&a->lock);
-		rc = fdatasync(a->fd);
+		rc = fdatasync(fd);
 		pthread_mutex_lock(&a->lock);
 		a->syncing = 0;
 		if (rc != 0) {
@@ -321,11 +622,69 @@ wait_durable(struct audit *a, uint64_t seq)
 			a->failed = 1;
 		} else if (target > a->durable_seq) {
 			a->durable_seq = target;
+			a->durable_size = target_size;
+			memcpy(a->durable_hash, hash, sizeof(hash));
 		}
 		pthread_cond_broadcast(&a->synced);
 	}
 	return a->durable_seq > seq ? KM_OK : KM_ERR_AUDIT;
 }
+
+/* Seals the current segment and starts the next one at next_seq. Called
+ * with the lock; waits out a running fsync so it never hits a closed fd. */
+static int
+roll_segment(struct audit *a)
+{
+	char name[64];
+	int r;
+
+	while (a->syncing)
+		pthread_cond_wait(&a->synced, &a->lock);
+	if (a->durable_seq < a->written_seq) {
+		if (fdatasync(a->fd) != 0) {
+			log_error("audit: fdatasync of %s failed: %s", a->path,
+			    strerror(errno));
+			a->failed = 1;
+			return KM_ERR_AUDIT;
+		}
+		a->durable_seq = a->written_seq;
+		memcpy(a->durable_hash, a->prev, sizeof(a->prev));
+	}
+	snprintf(name, sizeof(name), SEGMENT_PREFIX "%012" PRIu64 SEGMENT_SUFFIX,
+	    a->next_seq);
+	close(a->fd);
+	a->fd = -1;
+	if ((r = open_segment(a, name, a->next_seq)) != KM_OK) {
+		a->failed = 1;
+		return r;
+	}
+	log_info("audit: new segment %s", a->path);
+	return KM_OK;
+}
+
+/* After a failed write or fsync, re-reads the segment tail and goes on from
+ * what is really on disk. Called with the lock, at most once a second. */
+static void
+try_recover(struct audit *a)
+{
+	int64_t now = km_now_us();
+	off_t cut = 0;
+
+	if (!a->failed || a->syncing || now - a->last_recover_try < 1000000)
+		return;
+	a->last_recover_try = now;
+	if (a->fd < 0 || ftruncate(a->fd, a->size) != 0 || fdatasync(a->fd) != 0)
+		return;
+	if (recover_tail(a, &cut) != KM_OK)
+		return;
+	a->written_seq = a->durable_seq = a->next_seq;
+	a->durable_size = a->size;
+	memcpy(a->durable_hash, a->prev, sizeof(a->prev));
+	a->failed = 0;
+	log_warn("audit: log writable again at seq %" PRIu64, a->next_seq);
+}
+
+static void maybe_checkpoint(struct audit *a);
 
 int
 audit_append(struct audit *a, json_t *rec, uint64_t *seq)
@@ -338,10 +697,14 @@ audit_append(struct audit *a, json_t *rec, uint64_t *seq)
 	if (seq != NULL)
 		*seq = 0;
 	pthread_mutex_lock(&a->lock);
+	try_recover(a);
 	if (a->failed) {
 		r = KM_ERR_AUDIT;
 		goto out;
 	}
+	if ((uint64_t)a->size >= a->segment_bytes &&
+	    (r = roll_segment(a)) != KM_OK)
+		goto out;
 	if ((line = format_line(a, rec)) == NULL) {
 		r = KM_ERR_NOMEM;
 		goto out;
@@ -357,7 +720,7 @@ audit_append(struct audit *a, json_t *rec, uint64_t *seq)
 		log_error("audit: write to %s failed: %s", a->path,
 		    strerror(errno));
 		/* Cut back whatever part of the line reached the file, so the
-		 * chain stays whole; if even that fails, stay failed. */
+		 * chain stays whole; try_recover retries if this fails too. */
 		if (ftruncate(a->fd, a->size) != 0)
 			log_error("audit: cannot cut partial line: %s",
 			    strerror(errno));
@@ -375,6 +738,8 @@ audit_append(struct audit *a, json_t *rec, uint64_t *seq)
 out:
 	pthread_mutex_unlock(&a->lock);
 	free(line);
+	if (r == KM_OK)
+		maybe_checkpoint(a);
 	return r;
 }
 
@@ -384,6 +749,7 @@ audit_check(struct audit *a)
 	int r;
 
 	pthread_mutex_lock(&a->lock);
+	try_recover(a);
 	r = a->failed ? KM_ERR_AUDIT : KM_OK;
 	pthread_mutex_unlock(&a->lock);
 	return r;
@@ -393,7 +759,286 @@ void
 audit_head(struct audit *a, uint64_t *next_seq, char prev_hex[65])
 {
 	pthread_mutex_lock(&a->lock);
-	*next_seq = a->next_seq;
-	km_hex(a->prev, sizeof(a->prev), prev_hex);
+	*next_seq = a->durable_seq;
+	km_hex(a->durable_hash, sizeof(a->durable_hash), prev_hex);
 	pthread_mutex_unlock(&a->lock);
+}
+
+int
+audit_set_signer(struct audit *a, audit_sign_fn sign, void *arg,
+    const char *kid, const char *origin, uint64_t every_n,
+    int64_t every_seconds)
+{
+	char *o = strdup(origin);
+
+	if (o == NULL)
+		return KM_ERR_NOMEM;
+	pthread_mutex_lock(&a->cp_lock);
+	free(a->origin);
+	a->origin = o;
+	a->sign = sign;
+	a->sign_arg = arg;
+	snprintf(a->kid, sizeof(a->kid), "%s", kid);
+	a->every_n = every_n > 0 ? every_n : 1000;
+	a->every_us = (every_seconds > 0 ? every_seconds : 60) * 1000000;
+	a->last_cp_time = km_now_us();
+	pthread_mutex_unlock(&a->cp_lock);
+	return KM_OK;
+}
+
+/* Signs and appends the checkpoint for (seq, hash). Called with cp_lock. */
+static int
+write_checkpoint(struct audit *a, uint64_t seq, const unsigned char hash[32])
+{
+	char hash_hex[65], ts[40], *text = NULL, *b64 = NULL, *line = NULL;
+	unsigned char *sig = NULL;
+	size_t sig_len = 0, len;
+	json_t *cp = NULL;
+	int n, r;
+
+	km_hex(hash, 32, hash_hex);
+	km_time_format(km_now_us(), 1, ts, sizeof(ts));
+	n = asprintf(&text, "kms-audit-checkpoint/v1\n%s\n%" PRIu64 "\n%s\n%s\n",
+	    a->origin, seq, hash_hex, ts);
+	if (n < 0) {
+		text = NULL;
+		r = KM_ERR_NOMEM;
+		goto out;
+	}
+	if ((r = a->sign(a->sign_arg, (unsigned char *)text, (size_t)n, &sig,
+	    &sig_len)) != KM_OK) {
+		log_error("audit: signing checkpoint %" PRIu64 " failed: %s", seq,
+		    km_strerror(r));
+		goto out;
+	}
+	if ((r = km_b64_encode(sig, sig_len, &b64)) != KM_OK)
+		goto out;
+	cp = json_pack("{s:I, s:s, s:s, s:s, s:s}", "seq", (json_int_t)seq,
+	    "hash", hash_hex, "ts", ts, "kid", a->kid, "sig", b64);
+	if (cp == NULL ||
+	    (line = json_dumps(cp, JSON_COMPACT | JSON_PRESERVE_ORDER)) == NULL) {
+		r = KM_ERR_NOMEM;
+		goto out;
+	}
+	len = strlen(line);
+	line[len] = '\n';
+	if (write_all(a->cp_fd, line, len + 1) != 0 || fdatasync(a->cp_fd) != 0) {
+		log_error("audit: writing checkpoint %" PRIu64 " failed: %s", seq,
+		    strerror(errno));
+		if (ftruncate(a->cp_fd, a->cp_size) != 0)
+			log_error("audit: cannot cut partial checkpoint: %s",
+			    strerror(errno));
+		r = KM_ERR_AUDIT;
+		goto out;
+	}
+	a->cp_size += (off_t)(len + 1);
+	a->last_cp_seq = (int64_t)seq;
+	a->last_cp_time = km_now_us();
+	json_decref(a->last_cp);
+	a->last_cp = cp;
+	cp = NULL;
+	r = KM_OK;
+out:
+	json_decref(cp);
+	free(line);
+	free(b64);
+	free(sig);
+	free(text);
+	return r;
+}
+
+/* Checkpoints the durable head if it moved. Called with cp_lock. */
+static int
+checkpoint_locked(struct audit *a)
+{
+	unsigned char hash[32];
+	uint64_t durable;
+
+	if (a->sign == NULL)
+		return KM_OK;
+	pthread_mutex_lock(&a->lock);
+	durable = a->durable_seq;
+	memcpy(hash, a->durable_hash, sizeof(hash));
+	pthread_mutex_unlock(&a->lock);
+	if (durable == 0 || (int64_t)(durable - 1) <= a->last_cp_seq)
+		return KM_OK;
+	return write_checkpoint(a, durable - 1, hash);
+}
+
+int
+audit_checkpoint(struct audit *a)
+{
+	int r;
+
+	pthread_mutex_lock(&a->cp_lock);
+	r = checkpoint_locked(a);
+	pthread_mutex_unlock(&a->cp_lock);
+	return r;
+}
+
+static void
+maybe_checkpoint(struct audit *a)
+{
+	uint64_t durable;
+
+	/* Only one thread signs; the others go on answering their clients. */
+	if (pthread_mutex_trylock(&a->cp_lock) != 0)
+		return;
+	pthread_mutex_lock(&a->lock);
+	durable = a->durable_seq;
+	pthread_mutex_unlock(&a->lock);
+	if (a->sign != NULL &&
+	    (int64_t)durable - 1 - a->last_cp_seq >= (int64_t)a->every_n &&
+	    checkpoint_locked(a) != KM_OK)
+		log_warn("audit: count-due checkpoint not written");
+	pthread_mutex_unlock(&a->cp_lock);
+}
+
+void
+audit_tick(struct audit *a)
+{
+	if (audit_check(a) != KM_OK)
+		return;
+	pthread_mutex_lock(&a->cp_lock);
+	if (a->sign != NULL && km_now_us() - a->last_cp_time >= a->every_us &&
+	    checkpoint_locked(a) != KM_OK)
+		log_warn("audit: time-due checkpoint not written");
+	pthread_mutex_unlock(&a->cp_lock);
+}
+
+json_t *
+audit_last_checkpoint(struct audit *a)
+{
+	json_t *cp;
+
+	pthread_mutex_lock(&a->cp_lock);
+	cp = a->last_cp ? json_deep_copy(a->last_cp) : NULL;
+	pthread_mutex_unlock(&a->cp_lock);
+	return cp;
+}
+
+static int
+scan_segment(const char *path, uint64_t first, uint64_t from, uint64_t to,
+    int (*cb)(void *, uint64_t, const char *, size_t), void *arg, int *stop)
+{
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	uint64_t seq = first;
+	FILE *f;
+	int r = KM_OK;
+
+	if ((f = fopen(path, "r")) == NULL)
+		return KM_ERR_AUDIT;
+	while (!*stop && seq <= to && (n = getline(&line, &cap, f)) > 0) {
+		if (line[n - 1] != '\n')
+			break;		/* not yet whole */
+		if (seq >= from && cb(arg, seq, line, (size_t)n - 1) != 0)
+			*stop = 1;
+		seq++;
+	}
+	if (ferror(f))
+		r = KM_ERR_AUDIT;
+	free(line);
+	fclose(f);
+	return r;
+}
+
+int
+audit_scan(struct audit *a, uint64_t from, uint64_t to,
+    int (*cb)(void *arg, uint64_t seq, const char *line, size_t len),
+    void *arg)
+{
+	char **names = NULL, *path;
+	size_t n = 0, i;
+	uint64_t first, next_first, durable;
+	int r, stop = 0;
+
+	pthread_mutex_lock(&a->lock);
+	durable = a->durable_seq;
+	pthread_mutex_unlock(&a->lock);
+	if (durable == 0)
+		return KM_OK;
+	if (to > durable - 1)
+		to = durable - 1;
+	if ((r = list_segments(a->dir, &names, &n)) != KM_OK)
+		return r;
+	for (i = 0; i < n && !stop && r == KM_OK; i++) {
+		(void)segment_name_ok(names[i], &first);
+		if (i + 1 < n && segment_name_ok(names[i + 1], &next_first) &&
+		    next_first <= from)
+			continue;
+		if (first > to)
+			break;
+		if ((path = join(a->dir, names[i])) == NULL) {
+			r = KM_ERR_NOMEM;
+			break;
+		}
+		r = scan_segment(path, first, from, to, cb, arg, &stop);
+		free(path);
+	}
+	free_names(names, n);
+	return r;
+}
+
+int
+audit_segments(struct audit *a, json_t **list)
+{
+	char **names = NULL, *path;
+	size_t n = 0, i;
+	uint64_t first;
+	struct stat st;
+	int r;
+
+	*list = NULL;
+	if ((r = list_segments(a->dir, &names, &n)) != KM_OK)
+		return r;
+	*list = json_array();
+	for (i = 0; i < n; i++) {
+		(void)segment_name_ok(names[i], &first);
+		if ((path = join(a->dir, names[i])) == NULL ||
+		    stat(path, &st) != 0) {
+			free(path);
+			continue;
+		}
+		free(path);
+		json_array_append_new(*list, json_pack("{s:s, s:I, s:I}", "name",
+		    names[i], "first_seq", (json_int_t)first, "bytes",
+		    (json_int_t)st.st_size));
+	}
+	free_names(names, n);
+	return *list ? KM_OK : KM_ERR_NOMEM;
+}
+
+int
+audit_read_file(struct audit *a, const char *name, unsigned char **data,
+    size_t *len)
+{
+	unsigned char *buf = NULL;
+	char *path;
+	off_t size = 0, limit = -1;
+	int r;
+
+	*data = NULL;
+	*len = 0;
+	if (!segment_name_ok(name, NULL) && strcmp(name, CHECKPOINTS) != 0)
+		return KM_ERR_NOT_FOUND;
+	if ((path = join(a->dir, name)) == NULL)
+		return KM_ERR_NOMEM;
+	pthread_mutex_lock(&a->lock);
+	if (a->path != NULL && strcmp(path, a->path) == 0)
+		limit = a->durable_size;
+	pthread_mutex_unlock(&a->lock);
+	r = read_path(path, &buf, &size);
+	free(path);
+	if (r != KM_OK)
+		return r;
+	if (limit >= 0 && size > limit)
+		size = limit;
+	/* Only whole lines: a record still being written is not served. */
+	while (size > 0 && buf[size - 1] != '\n')
+		size--;
+	*data = buf;
+	*len = (size_t)size;
+	return KM_OK;
 }

@@ -1,4 +1,5 @@
-/* First-run setup for kmsctl init: token, MEK v1, store, first admin token. */
+/* First-run setup for kmsctl init: token, MEK v1, audit-signing key, store,
+ * first admin token. */
 #include "boot.h"
 
 #include <errno.h>
@@ -15,6 +16,7 @@
 #include "api.h"
 #include "audit.h"
 #include "hsm.h"
+#include "jwk.h"
 #include "log.h"
 #include "store.h"
 
@@ -146,6 +148,40 @@ ensure_mek(struct boot *b)
 }
 
 static int
+ensure_audit_key(struct boot *b)
+{
+	unsigned char *der = NULL;
+	size_t der_len = 0;
+	char kid[44];
+	json_t *jwk = NULL, *f;
+	int r;
+
+	r = hsm_ec_create(b->hsm, b->cfg->audit_key_label);
+	if (r == KM_ERR_KEY_EXISTS) {
+		printf("audit-signing key: %s exists, reused\n",
+		    b->cfg->audit_key_label);
+		return KM_OK;
+	}
+	if (r != KM_OK)
+		return r;
+	if ((r = hsm_ec_public(b->hsm, b->cfg->audit_key_label, &der,
+	    &der_len)) != KM_OK ||
+	    (r = jwk_from_spki(der, der_len, &jwk, kid)) != KM_OK)
+		goto out;
+	f = json_pack("{s:s, s:s}", "label", b->cfg->audit_key_label, "kid", kid);
+	r = boot_audit(b, "audit_key.create", f);
+	json_decref(f);
+	if (r != KM_OK)
+		goto out;
+	printf("audit-signing key: %s created in the token (kid %s)\n",
+	    b->cfg->audit_key_label, kid);
+out:
+	json_decref(jwk);
+	free(der);
+	return r;
+}
+
+static int
 token_hook(void *arg)
 {
 	struct boot *b = arg;
@@ -220,7 +256,7 @@ boot_init(const struct cfg *c, const struct boot_options *opt)
 	if ((r = km_random(rid, sizeof(rid))) != KM_OK)
 		goto out;
 	km_hex(rid, sizeof(rid), b.request_id);
-	if ((r = ensure_mek(&b)) != KM_OK)
+	if ((r = ensure_mek(&b)) != KM_OK || (r = ensure_audit_key(&b)) != KM_OK)
 		goto out;
 	if (opt->admin_token_path != NULL)
 		snprintf(admin_path, sizeof(admin_path), "%s", opt->admin_token_path);

@@ -1,6 +1,6 @@
 /* First-run setup, used by `kmsctl init`: optionally initialise a token,
- * create MEK version 1 in it, create the metadata store and the first admin
- * token. Every step is skipped when its result exists, so init is idempotent. */
+ * create MEK version 1 and the audit-signing key in it, create the metadata
+ * store and the first admin token. Every step is skipped when its result exists, so init is idempotent. */
 #ifndef BOOT_H
 #define BOOT_H
 

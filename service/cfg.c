@@ -36,6 +36,8 @@ static const struct cfg_item cfg_items[] = {
 	{ "db_path", S(db_path), NULL, 0, 0, "SQLite metadata store (default <data_dir>/kmsd.db)" },
 	{ "audit_dir", S(audit_dir), NULL, 0, 0, "audit log directory (default <data_dir>/audit)" },
 	{ "port_file", S(port_file), NULL, 0, 0, "if set, kmsd writes the bound port here once listening (for listen = host:0)" },
+	{ "audit_origin", S(audit_origin), "kmsd", 0, 0, "name of this log in signed checkpoints" },
+	{ "audit_key_label", S(audit_key_label), "kms-audit-v1", 0, 0, "token label of the checkpoint-signing key (ECDSA P-256)" },
 	{ "log_level", S(log_level), "info", 0, 0, "error, warn, info or debug" },
 	{ "http_threads", L(http_threads), "0", 0, 256, "HTTP worker threads (0: one per core)" },
 	{ "hsm_sessions", L(hsm_sessions), "0", 0, 1024, "PKCS#11 sessions in the pool (0: http_threads + 2)" },
@@ -44,6 +46,9 @@ static const struct cfg_item cfg_items[] = {
 	{ "max_connections", L(max_connections), "1024", 1, 65536, "concurrent HTTP connections" },
 	{ "connection_timeout", L(connection_timeout), "30", 1, 3600, "seconds an idle connection is kept" },
 	{ "usage_flush_seconds", L(usage_flush_seconds), "5", 1, 3600, "how often per-version use counters reach the store" },
+	{ "audit_checkpoint_records", L(audit_checkpoint_records), "1000", 1, 100000000, "a signed checkpoint at least every this many records" },
+	{ "audit_checkpoint_seconds", L(audit_checkpoint_seconds), "60", 1, 86400, "and at least this often while records arrive" },
+	{ "audit_segment_bytes", L(audit_segment_bytes), "67108864", 4096, 1073741824, "a new audit segment file once one reaches this size" },
 	{ "retire_idle_seconds", L(retire_idle_seconds), "86400", 0, 31622400, "a version used more recently cannot be retired without force" },
 };
 

@@ -16,6 +16,8 @@ struct cfg {
 	char *db_path;		/* SQLite metadata; default <data_dir>/kmsd.db */
 	char *audit_dir;	/* default <data_dir>/audit */
 	char *port_file;	/* written with the bound port once listening; may be NULL */
+	char *audit_origin;	/* origin line of checkpoints */
+	char *audit_key_label;	/* token label of the checkpoint key */
 	char *log_level;	/* error|warn|info|debug */
 	long http_threads;	/* libmicrohttpd thread pool; default: cores */
 	long hsm_sessions;	/* PKCS#11 session pool; default http_threads + 2 */
@@ -24,6 +26,9 @@ struct cfg {
 	long max_connections;
 	long connection_timeout; /* seconds of inactivity before a close */
 	long usage_flush_seconds;
+	long audit_checkpoint_records;
+	long audit_checkpoint_seconds;
+	long audit_segment_bytes;
 	long retire_idle_seconds; /* a version used this recently cannot be retired */
 };
 

@@ -13,12 +13,16 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <openssl/bn.h>
 #include <openssl/crypto.h>
+#include <openssl/ec.h>
+#include <openssl/sha.h>
 
 #include "api.h"
 #include "audit.h"
 #include "cfg.h"
 #include "hsm.h"
+#include "jwk.h"
 #include "kmsd_version.h"
 #include "log.h"
 #include "server.h"
@@ -143,6 +147,89 @@ check_mek(struct store *st, struct hsm *h)
 	return KM_OK;
 }
 
+struct signer {
+	struct hsm *hsm;
+	const char *label;
+};
+
+/* Checkpoint signatures: ECDSA P-256 in the token over SHA-256(msg),
+ * returned as DER so `openssl dgst -verify` takes them as they are. */
+static int
+sign_checkpoint(void *arg, const unsigned char *msg, size_t len,
+    unsigned char **sig, size_t *sig_len)
+{
+	struct signer *s = arg;
+	unsigned char digest[SHA256_DIGEST_LENGTH], raw[64], *der = NULL;
+	ECDSA_SIG *es = NULL;
+	BIGNUM *r = NULL, *ss = NULL;
+	int n, rc;
+
+	*sig = NULL;
+	*sig_len = 0;
+	SHA256(msg, len, digest);
+	if ((rc = hsm_ec_sign(s->hsm, s->label, digest, raw)) != KM_OK)
+		return rc;
+	if ((es = ECDSA_SIG_new()) == NULL ||
+	    (r = BN_bin2bn(raw, 32, NULL)) == NULL ||
+	    (ss = BN_bin2bn(raw + 32, 32, NULL)) == NULL ||
+	    !ECDSA_SIG_set0(es, r, ss)) {
+		BN_free(r);
+		BN_free(ss);
+		ECDSA_SIG_free(es);
+		return KM_ERR_NOMEM;
+	}
+	n = i2d_ECDSA_SIG(es, &der);
+	ECDSA_SIG_free(es);
+	if (n <= 0)
+		return KM_ERR_INTERNAL;
+	if ((*sig = malloc((size_t)n)) == NULL) {
+		OPENSSL_free(der);
+		return KM_ERR_NOMEM;
+	}
+	memcpy(*sig, der, (size_t)n);
+	*sig_len = (size_t)n;
+	OPENSSL_free(der);
+	return KM_OK;
+}
+
+/* Loads the checkpoint key's public half, publishes it in ctx and turns on
+ * signed checkpoints. */
+static int
+setup_checkpoints(const struct cfg *c, struct api_ctx *ctx, struct signer *sg)
+{
+	unsigned char *der = NULL;
+	size_t der_len = 0;
+	char kid[44], *pem = NULL;
+	json_t *jwk = NULL;
+	int r;
+
+	if ((r = hsm_ec_public(ctx->hsm, c->audit_key_label, &der, &der_len)) != KM_OK) {
+		log_error("audit-signing key %s is not in the token; run `kmsctl "
+		    "init`", c->audit_key_label);
+		goto out;
+	}
+	if ((r = jwk_from_spki(der, der_len, &jwk, kid)) != KM_OK ||
+	    (r = jwk_spki_pem(der, der_len, &pem)) != KM_OK)
+		goto out;
+	ctx->audit_origin = c->audit_origin;
+	ctx->audit_keys = json_pack("[{s:s, s:s, s:s, s:O}]", "label",
+	    c->audit_key_label, "kid", kid, "pem", pem, "jwk", jwk);
+	if (ctx->audit_keys == NULL) {
+		r = KM_ERR_NOMEM;
+		goto out;
+	}
+	sg->hsm = ctx->hsm;
+	sg->label = c->audit_key_label;
+	audit_set_segment_bytes(ctx->audit, (uint64_t)c->audit_segment_bytes);
+	r = audit_set_signer(ctx->audit, sign_checkpoint, sg, kid, c->audit_origin,
+	    (uint64_t)c->audit_checkpoint_records, c->audit_checkpoint_seconds);
+out:
+	json_decref(jwk);
+	free(pem);
+	free(der);
+	return r;
+}
+
 /* Waits for SIGTERM/SIGINT, flushing use counters on the way. */
 static void
 run_until_signal(const struct cfg *c, struct api_ctx *ctx)
@@ -161,6 +248,7 @@ run_until_signal(const struct cfg *c, struct api_ctx *ctx)
 			log_info("signal %d: stopping", sig);
 			return;
 		}
+		audit_tick(ctx->audit);
 		if (km_now_us() - last_flush >= c->usage_flush_seconds * 1000000) {
 			if (usage_flush(ctx->usage, ctx->store) != KM_OK)
 				log_debug("use counters kept for the next flush");
@@ -180,6 +268,7 @@ main(int argc, char **argv)
 	};
 	const char *config = getenv("KMS_CONFIG");
 	struct api_ctx ctx = { 0 };
+	struct signer sg = { 0 };
 	struct server *srv = NULL;
 	struct cfg *c = NULL;
 	sigset_t set;
@@ -227,6 +316,10 @@ main(int argc, char **argv)
 		log_error("start-up failed: %s", km_strerror(r));
 		goto out;
 	}
+	if ((r = setup_checkpoints(c, &ctx, &sg)) != KM_OK) {
+		log_error("cannot set up signed checkpoints: %s", km_strerror(r));
+		goto out;
+	}
 	if ((r = audit_lifecycle(ctx.audit, "start")) != KM_OK) {
 		log_error("cannot write the start record: %s", km_strerror(r));
 		goto out;
@@ -246,11 +339,14 @@ main(int argc, char **argv)
 		log_warn("use counters were not flushed at stop");
 	if (audit_lifecycle(ctx.audit, "stop") != KM_OK)
 		log_error("cannot write the stop record");
+	else if (audit_checkpoint(ctx.audit) != KM_OK)
+		log_error("cannot write the shutdown checkpoint");
 	status = 0;
 out:
 	server_stop(srv);
 	usage_free(ctx.usage);
 	audit_free(ctx.audit);
+	json_decref(ctx.audit_keys);
 	store_free(ctx.store);
 	hsm_free(ctx.hsm);
 	cfg_free(c);

@@ -76,6 +76,28 @@ send_json(struct MHD_Connection *conn, int status, json_t *answer,
 	return ret;
 }
 
+/* A non-JSON answer (an audit segment); takes ownership of rq->raw. */
+static enum MHD_Result
+send_raw(struct MHD_Connection *conn, struct api_req *rq)
+{
+	struct MHD_Response *resp;
+	enum MHD_Result ret;
+
+	resp = MHD_create_response_from_buffer_with_free_callback(rq->raw_len,
+	    rq->raw, free);
+	if (resp == NULL) {
+		free(rq->raw);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, "Content-Type", rq->raw_type ?
+	    rq->raw_type : "application/octet-stream");
+	MHD_add_response_header(resp, "X-Request-Id", rq->request_id);
+	MHD_add_response_header(resp, "Cache-Control", "no-store");
+	ret = MHD_queue_response(conn, 200, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
 static void
 new_request_id(char out[33])
 {
@@ -165,7 +187,12 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 	rq.conn = conn;
 	new_request_id(rq.request_id);
 	api_dispatch(&rq);
-	ret = send_json(conn, rq.status, rq.answer, rq.request_id);
+	if (rq.raw != NULL && rq.status == 200) {
+		ret = send_raw(conn, &rq);
+		rq.raw = NULL;
+	} else {
+		ret = send_json(conn, rq.status, rq.answer, rq.request_id);
+	}
 	api_req_clear(&rq);
 	km_buf_free(&cs->body);
 	return ret;

@@ -6,6 +6,11 @@
 #include <unistd.h>
 
 #include <CUnit/Basic.h>
+#include <openssl/bn.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+#include <openssl/x509.h>
 
 #include "hsm.h"
 
@@ -219,6 +224,50 @@ test_random(void)
 	CU_ASSERT_EQUAL(hsm_ping(h), KM_OK);
 }
 
+static void
+test_ec_sign_verifies_with_openssl(void)
+{
+	static const char msg[] = "kms-audit-checkpoint/v1\n";
+	unsigned char digest[32], raw[64], *der = NULL, *sigder = NULL;
+	const unsigned char *p;
+	size_t der_len = 0;
+	EVP_PKEY *pkey = NULL;
+	EVP_MD_CTX *md = NULL;
+	ECDSA_SIG *es = NULL;
+	int siglen;
+
+	CU_ASSERT_EQUAL(hsm_ec_public(h, "kms-audit-v1", &der, &der_len),
+	    KM_ERR_NOT_FOUND);
+	CU_ASSERT_EQUAL_FATAL(hsm_ec_create(h, "kms-audit-v1"), KM_OK);
+	CU_ASSERT_EQUAL(hsm_ec_create(h, "kms-audit-v1"), KM_ERR_KEY_EXISTS);
+	CU_ASSERT_EQUAL_FATAL(hsm_ec_public(h, "kms-audit-v1", &der, &der_len),
+	    KM_OK);
+	p = der;
+	pkey = d2i_PUBKEY(NULL, &p, (long)der_len);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(pkey);
+	CU_ASSERT_EQUAL(EVP_PKEY_get_bits(pkey), 256);
+
+	SHA256((const unsigned char *)msg, sizeof(msg) - 1, digest);
+	CU_ASSERT_EQUAL_FATAL(hsm_ec_sign(h, "kms-audit-v1", digest, raw), KM_OK);
+	es = ECDSA_SIG_new();
+	ECDSA_SIG_set0(es, BN_bin2bn(raw, 32, NULL), BN_bin2bn(raw + 32, 32, NULL));
+	siglen = i2d_ECDSA_SIG(es, &sigder);
+	CU_ASSERT_FATAL(siglen > 0);
+	md = EVP_MD_CTX_new();
+	CU_ASSERT_EQUAL(EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, pkey), 1);
+	CU_ASSERT_EQUAL(EVP_DigestVerify(md, sigder, (size_t)siglen,
+	    (const unsigned char *)msg, sizeof(msg) - 1), 1);
+	/* And not over anything else. */
+	CU_ASSERT_EQUAL(EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, pkey), 1);
+	CU_ASSERT_NOT_EQUAL(EVP_DigestVerify(md, sigder, (size_t)siglen,
+	    (const unsigned char *)msg, sizeof(msg) - 2), 1);
+	EVP_MD_CTX_free(md);
+	ECDSA_SIG_free(es);
+	OPENSSL_free(sigder);
+	EVP_PKEY_free(pkey);
+	free(der);
+}
+
 int
 main(void)
 {
@@ -238,6 +287,8 @@ main(void)
 	CU_add_test(s, "unwrap of garbage fails", test_unwrap_garbage);
 	CU_add_test(s, "key cache bound", test_cache_bound);
 	CU_add_test(s, "token RNG and ping", test_random);
+	CU_add_test(s, "P-256 token key signs, OpenSSL verifies",
+	    test_ec_sign_verifies_with_openssl);
 	CU_basic_set_mode(CU_BRM_VERBOSE);
 	CU_basic_run_tests();
 	failed = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
