@@ -103,8 +103,25 @@ api_arg(struct api_req *rq, const char *name)
 	return rq->get_arg != NULL ? rq->get_arg(rq->conn, name) : NULL;
 }
 
+const char *
+api_unknown_field(json_t *obj, const char *const *fields)
+{
+	const char *name;
+	json_t *v;
+	size_t i;
+
+	json_object_foreach(obj, name, v) {
+		for (i = 0; fields[i] != NULL; i++)
+			if (strcmp(fields[i], name) == 0)
+				break;
+		if (fields[i] == NULL)
+			return name;
+	}
+	return NULL;
+}
+
 int
-api_body_or_respond(struct api_req *rq, json_t **obj)
+api_object_or_respond(struct api_req *rq, json_t **obj)
 {
 	json_error_t jerr;
 	json_t *j;
@@ -127,6 +144,23 @@ api_body_or_respond(struct api_req *rq, json_t **obj)
 		return -1;
 	}
 	*obj = j;
+	return 0;
+}
+
+int
+api_body_or_respond(struct api_req *rq, const char *const *fields,
+    json_t **obj)
+{
+	const char *bad;
+
+	if (api_object_or_respond(rq, obj))
+		return -1;
+	if ((bad = api_unknown_field(*obj, fields)) != NULL) {
+		api_error(rq, KM_ERR_INVALID_REQUEST, "unknown field '%.64s'", bad);
+		json_decref(*obj);
+		*obj = NULL;
+		return -1;
+	}
 	return 0;
 }
 
@@ -334,12 +368,17 @@ route_find(struct api_req *rq, int *method_mismatch)
 	const struct api_route *rt;
 
 	*method_mismatch = 0;
+	rq->allow[0] = '\0';
 	for (rt = api_routes; rt->pattern != NULL; rt++) {
 		if (!segment_match(rt->pattern, rq->path, params, param_scratch,
 		    sizeof(param_scratch)))
 			continue;
 		if (strcmp(rt->method, rq->method) != 0) {
+			size_t n = strlen(rq->allow);
+
 			*method_mismatch = 1;
+			snprintf(rq->allow + n, sizeof(rq->allow) - n, "%s%s",
+			    n ? ", " : "", rt->method);
 			continue;
 		}
 		memcpy(rq->params, params, sizeof(params));
@@ -358,6 +397,7 @@ api_dispatch(struct api_req *rq)
 	if ((rt = route_find(rq, &mismatch)) == NULL) {
 		rq->op = "unrouted";
 		api_audit_set(rq, "method", json_string(rq->method));
+		api_audit_set(rq, "path", json_string(rq->path));
 		if (mismatch)
 			api_error(rq, KM_ERR_METHOD, "%s is not allowed here",
 			    rq->method);

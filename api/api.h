@@ -54,6 +54,7 @@ struct api_req {
 	char request_id[33];
 	const char *auth_header;	/* borrowed from the connection */
 	const char *if_none_match;
+	char allow[64];			/* methods of the path, for a 405 */
 	/* Query-string lookup, provided by the HTTP layer. */
 	const char *(*get_arg)(void *conn, const char *name);
 	void *conn;
@@ -106,8 +107,15 @@ void api_answer(struct api_req *rq, int status, json_t *body);
 /* Builds {"code","message"} for a batch item. */
 json_t *api_item_error(km_err e, const char *message);
 
-/* Parses the body as a JSON object or answers 400. */
-int api_body_or_respond(struct api_req *rq, json_t **obj);
+/* Parses the body as a JSON object whose members are all named in
+ * `fields` (NULL-terminated), or answers 400: a misspelt optional field
+ * must not silently change what happens. */
+int api_body_or_respond(struct api_req *rq, const char *const *fields,
+    json_t **obj);
+/* Parses the body as a JSON object, members unchecked, or answers 400. */
+int api_object_or_respond(struct api_req *rq, json_t **obj);
+/* The first member of `obj` not named in `fields`, or NULL. */
+const char *api_unknown_field(json_t *obj, const char *const *fields);
 /* Field getters: answer 400 invalid_request naming the field on a wrong
  * type or a missing required field. Absent optional fields leave the
  * output untouched. */

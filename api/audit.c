@@ -169,15 +169,18 @@ collect(void *arg, uint64_t seq, const char *line, size_t len)
 	struct record_query *q = arg;
 	json_t *rec;
 
-	if (json_array_size(q->out) >= q->limit) {
-		q->next = seq;
-		q->more = 1;
-		return 1;
-	}
 	if ((rec = json_loadb(line, len, 0, NULL)) == NULL)
 		return 0;
-	if (record_matches(q, rec))
+	if (record_matches(q, rec)) {
+		/* The page is full: this match starts the next one. */
+		if (json_array_size(q->out) >= q->limit) {
+			q->next = seq;
+			q->more = 1;
+			json_decref(rec);
+			return 1;
+		}
 		json_array_append(q->out, rec);
+	}
 	json_decref(rec);
 	return 0;
 }
@@ -202,6 +205,12 @@ api_audit_records(struct api_req *rq)
 		    MAX_RECORDS);
 		return;
 	}
+	/* Who looked at whose exposure is itself worth recording. */
+	api_audit_set(rq, "query", json_pack("{s:I, s:o?, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?}",
+	    "from", (json_int_t)from, "to", to == UINT64_MAX ? NULL :
+	    json_integer((json_int_t)to), "key", api_arg(rq, "key"), "version", v,
+	    "actor", api_arg(rq, "actor"), "op", api_arg(rq, "op"),
+	    "since", api_arg(rq, "since"), "until", api_arg(rq, "until")));
 	q.key = api_arg(rq, "key");
 	q.actor = api_arg(rq, "actor");
 	q.op = api_arg(rq, "op");

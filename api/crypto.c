@@ -28,6 +28,13 @@ struct job {
 typedef km_err (*item_fn)(struct job *j, json_t *item, json_t **result,
     json_t *audit_item);
 
+/* One envelope operation: its item handler and the fields an item may have. */
+struct crypto_op {
+	item_fn fn;
+	const char *const *fields;
+	int batch_ok;
+};
+
 static km_err
 fail(struct job *j, km_err e, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -466,23 +473,26 @@ out:
 }
 
 static km_err
-run_item(struct job *j, item_fn fn, json_t *item, json_t **result,
-    json_t *audit_item)
+run_item(struct job *j, const struct crypto_op *op, json_t *item,
+    json_t **result, json_t *audit_item)
 {
+	const char *bad;
 	km_err r;
 
 	*result = NULL;
 	j->msg[0] = '\0';
 	if (!json_is_object(item))
 		return fail(j, KM_ERR_INVALID_REQUEST, "each item must be an object");
-	r = fn(j, item, result, audit_item);
+	if ((bad = api_unknown_field(item, op->fields)) != NULL)
+		return fail(j, KM_ERR_INVALID_REQUEST, "unknown field '%.64s'", bad);
+	r = op->fn(j, item, result, audit_item);
 	if (r == KM_OK && *result == NULL)
 		r = fail(j, KM_ERR_NOMEM, "out of memory");
 	return r;
 }
 
 static void
-run_batch(struct job *j, item_fn fn, json_t *batch)
+run_batch(struct job *j, const struct crypto_op *op, json_t *batch)
 {
 	struct api_req *rq = j->rq;
 	json_t *results, *items, *item, *res;
@@ -498,7 +508,7 @@ run_batch(struct job *j, item_fn fn, json_t *batch)
 	items = json_array();
 	json_array_foreach(batch, i, item) {
 		json_t *ai = json_object();
-		km_err r = run_item(j, fn, item, &res, ai);
+		km_err r = run_item(j, op, item, &res, ai);
 
 		if (r != KM_OK) {
 			res = api_item_error(r, j->msg);
@@ -518,11 +528,11 @@ run_batch(struct job *j, item_fn fn, json_t *batch)
 }
 
 static void
-run_single(struct job *j, item_fn fn, json_t *body)
+run_single(struct job *j, const struct crypto_op *op, json_t *body)
 {
 	json_t *ai = json_object(), *res = NULL, *v;
 	const char *k;
-	km_err r = run_item(j, fn, body, &res, ai);
+	km_err r = run_item(j, op, body, &res, ai);
 
 	json_object_foreach(ai, k, v)
 		api_audit_set(j->rq, k, json_incref(v));
@@ -535,7 +545,7 @@ run_single(struct job *j, item_fn fn, json_t *body)
 }
 
 static void
-run_crypto(struct api_req *rq, item_fn fn, int batch_ok)
+run_crypto(struct api_req *rq, const struct crypto_op *op)
 {
 	struct job j;
 	const char *name = rq->params[0];
@@ -558,12 +568,19 @@ run_crypto(struct api_req *rq, item_fn fn, int batch_ok)
 		    "encryption key", name);
 		goto out;
 	}
-	if (api_body_or_respond(rq, &body))
+	/* Members are checked per item; the single form is one item. */
+	if (api_object_or_respond(rq, &body))
 		goto out;
-	if (batch_ok && (batch = json_object_get(body, "batch")) != NULL)
-		run_batch(&j, fn, batch);
-	else
-		run_single(&j, fn, body);
+	if (op->batch_ok && (batch = json_object_get(body, "batch")) != NULL) {
+		if (json_object_size(body) != 1) {
+			api_error(rq, KM_ERR_INVALID_REQUEST, "a batch request has "
+			    "only the member 'batch'");
+			goto out;
+		}
+		run_batch(&j, op, batch);
+	} else {
+		run_single(&j, op, body);
+	}
 out:
 	for (i = 0; i < j.n_dests; i++)
 		store_key_free(j.dests[i]);
@@ -571,26 +588,38 @@ out:
 	json_decref(body);
 }
 
+static const char *const wrap_fields[] = { "plaintext", "context", NULL };
+static const char *const unwrap_fields[] = { "ciphertext", "context", NULL };
+static const char *const rewrap_fields[] = { "ciphertext", "context",
+	"destination_key", "destination_context", NULL };
+static const char *const datakey_fields[] = { "bits", "context",
+	"return_plaintext", NULL };
+
+static const struct crypto_op wrap_op = { wrap_item, wrap_fields, 1 };
+static const struct crypto_op unwrap_op = { unwrap_item, unwrap_fields, 1 };
+static const struct crypto_op rewrap_op = { rewrap_item, rewrap_fields, 1 };
+static const struct crypto_op datakey_op = { datakey_item, datakey_fields, 0 };
+
 void
 api_crypto_wrap(struct api_req *rq)
 {
-	run_crypto(rq, wrap_item, 1);
+	run_crypto(rq, &wrap_op);
 }
 
 void
 api_crypto_unwrap(struct api_req *rq)
 {
-	run_crypto(rq, unwrap_item, 1);
+	run_crypto(rq, &unwrap_op);
 }
 
 void
 api_crypto_rewrap(struct api_req *rq)
 {
-	run_crypto(rq, rewrap_item, 1);
+	run_crypto(rq, &rewrap_op);
 }
 
 void
 api_crypto_datakey(struct api_req *rq)
 {
-	run_crypto(rq, datakey_item, 0);
+	run_crypto(rq, &datakey_op);
 }

@@ -207,7 +207,10 @@ api_keys_create(struct api_req *rq)
 	int r;
 
 	memset(&v, 0, sizeof(v));
-	if (api_body_or_respond(rq, &body) ||
+	static const char *const fields[] = { "name", "type", "rotation_period",
+		"expires_at", "required_context", NULL };
+
+	if (api_body_or_respond(rq, fields, &body) ||
 	    api_string_or_respond(rq, body, "name", 1, &name) ||
 	    api_string_or_respond(rq, body, "type", 0, &type))
 		goto out;
@@ -283,16 +286,18 @@ api_keys_list(struct api_req *rq)
 		}
 		limit = (size_t)l;
 	}
-	if ((r = store_key_list(rq->ctx->store, after, limit, list_match, &f,
-	    &keys, &n)) != KM_OK) {
+	/* One more than asked tells whether a next page exists, so the
+	 * last page says next: null instead of leading to an empty one. */
+	if ((r = store_key_list(rq->ctx->store, after, limit + 1, list_match,
+	    &f, &keys, &n)) != KM_OK) {
 		api_error(rq, r, "listing keys failed");
 		return;
 	}
 	arr = json_array();
-	for (i = 0; i < n; i++)
+	for (i = 0; i < n && i < limit; i++)
 		json_array_append_new(arr, api_key_json(rq, keys[i]));
 	api_answer(rq, 200, json_pack("{s:o, s:o}", "keys", arr, "next",
-	    n == limit ? json_string(keys[n - 1]->name) : json_null()));
+	    n > limit ? json_string(keys[limit - 1]->name) : json_null()));
 	for (i = 0; i < n; i++)
 		store_key_free(keys[i]);
 	free(keys);
@@ -488,8 +493,10 @@ api_keys_state(struct api_req *rq)
 	uint32_t version;
 	int force = 0, r;
 
+	static const char *const fields[] = { "state", "force", NULL };
+
 	if (parse_version_or_respond(rq, &version) || key_or_respond(rq, &k) ||
-	    api_body_or_respond(rq, &body) ||
+	    api_body_or_respond(rq, fields, &body) ||
 	    api_string_or_respond(rq, body, "state", 1, &state) ||
 	    api_bool_or_respond(rq, body, "force", &force))
 		goto out;

@@ -95,8 +95,11 @@ api_tokens_create(struct api_req *rq)
 	json_t *body = NULL, *answer;
 	int r;
 
+	static const char *const fields[] = { "role", "keys", "description",
+		"ttl", NULL };
+
 	memset(&t, 0, sizeof(t));
-	if (api_body_or_respond(rq, &body) ||
+	if (api_body_or_respond(rq, fields, &body) ||
 	    token_fields_or_respond(rq, body, &t))
 		goto out;
 	if (api_token_mint(&t, token) != KM_OK) {

@@ -46,7 +46,7 @@ get_arg(void *conn, const char *name)
 
 static enum MHD_Result
 send_json(struct MHD_Connection *conn, int status, json_t *answer,
-    const char *request_id)
+    const char *request_id, const char *allow)
 {
 	struct MHD_Response *resp;
 	enum MHD_Result ret;
@@ -71,6 +71,8 @@ send_json(struct MHD_Connection *conn, int status, json_t *answer,
 	MHD_add_response_header(resp, "Content-Type", "application/json");
 	MHD_add_response_header(resp, "X-Request-Id", request_id);
 	MHD_add_response_header(resp, "Cache-Control", "no-store");
+	if (status == 405 && allow != NULL && allow[0] != '\0')
+		MHD_add_response_header(resp, "Allow", allow);
 	ret = MHD_queue_response(conn, (unsigned)status, resp);
 	MHD_destroy_response(resp);
 	return ret;
@@ -108,18 +110,35 @@ new_request_id(char out[33])
 	km_hex(b, sizeof(b), out);
 }
 
+/* Answers 413 without reading the body. The refusal is audited like any
+ * other, with the caller's identity when its token is valid. */
 static enum MHD_Result
-answer_too_large(struct server *srv, struct MHD_Connection *conn)
+answer_too_large(struct server *srv, struct MHD_Connection *conn,
+    const char *url, const char *method)
 {
 	struct api_req rq;
 	enum MHD_Result ret;
 
 	memset(&rq, 0, sizeof(rq));
+	rq.ctx = srv->ctx;
+	rq.method = method;
+	rq.path = url;
+	rq.op = "oversized";
+	rq.auth_header = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+	    MHD_HTTP_HEADER_AUTHORIZATION);
 	new_request_id(rq.request_id);
+	snprintf(rq.who.actor, sizeof(rq.who.actor), "anonymous");
+	if (rq.auth_header != NULL && api_authenticate(&rq) != KM_OK)
+		snprintf(rq.who.actor, sizeof(rq.who.actor), "anonymous");
+	api_audit_set(&rq, "method", json_string(method));
+	api_audit_set(&rq, "path", json_string(url));
 	api_error(&rq, KM_ERR_TOO_LARGE, "request body is over %zu bytes",
 	    srv->max_body);
-	ret = send_json(conn, rq.status, rq.answer, rq.request_id);
-	json_decref(rq.answer);
+	if (api_audit_now(&rq, "error", rq.status) != KM_OK)
+		api_error(&rq, KM_ERR_AUDIT, "the audit record could not be "
+		    "written");
+	ret = send_json(conn, rq.status, rq.answer, rq.request_id, NULL);
+	api_req_clear(&rq);
 	return ret;
 }
 
@@ -155,7 +174,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 		*con_cls = cs;
 		if (declared_too_large(srv, conn)) {
 			cs->too_large = 1;
-			return answer_too_large(srv, conn);
+			return answer_too_large(srv, conn, url, method);
 		}
 		return MHD_YES;
 	}
@@ -165,7 +184,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 			cs->too_large = 1;
 			km_buf_free(&cs->body);
 			*upload_data_size = 0;
-			return answer_too_large(srv, conn);
+			return answer_too_large(srv, conn, url, method);
 		}
 		*upload_data_size = 0;
 		return MHD_YES;
@@ -191,7 +210,8 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 		ret = send_raw(conn, &rq);
 		rq.raw = NULL;
 	} else {
-		ret = send_json(conn, rq.status, rq.answer, rq.request_id);
+		ret = send_json(conn, rq.status, rq.answer, rq.request_id,
+		    rq.allow);
 	}
 	api_req_clear(&rq);
 	km_buf_free(&cs->body);
