@@ -411,6 +411,10 @@ api_dispatch(struct api_req *rq)
 		rt->handler(rq);
 		return;
 	}
+	/* Name the key in the record before any refusal, so a search of the
+	 * log by key finds denied attempts too. */
+	if (strncmp(rt->pattern, "/v1/keys/{}", 11) == 0)
+		api_audit_set(rq, "key", json_string(rq->params[0]));
 	if ((r = api_authenticate(rq)) != KM_OK) {
 		api_error(rq, r, "a valid bearer token is required");
 		goto audit;

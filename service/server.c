@@ -234,6 +234,22 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	*con_cls = NULL;
 }
 
+/* libmicrohttpd decodes URLs in place, so "%00" would end the path early
+ * and "/v1/keys/a%00x" would reach key "a". A value holding an encoded NUL
+ * is left undecoded: '%' is in no route or key name, so it goes nowhere. */
+static size_t
+on_unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+	const char *p;
+
+	(void)cls;
+	(void)conn;
+	for (p = s; (p = strchr(p, '%')) != NULL; p++)
+		if (p[1] == '0' && p[2] == '0')
+			return strlen(s);
+	return MHD_http_unescape(s);
+}
+
 static void
 on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
@@ -314,6 +330,7 @@ server_start(const struct cfg *c, struct api_ctx *ctx, struct server **out,
 	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)c->connection_timeout,
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024,
 	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+	    MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, srv,
 	    MHD_OPTION_END);
 	if (srv->daemon == NULL) {
 		log_error("cannot listen on %s", c->listen);
