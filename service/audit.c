@@ -41,6 +41,7 @@ struct audit {
 	unsigned char durable_hash[SHA256_DIGEST_LENGTH]; /* of durable_seq-1 */
 	int syncing;
 	int failed;			/* a write or fsync failed: fail closed */
+	int64_t failed_since;
 	int64_t last_recover_try;
 
 	/* Checkpoints. */
@@ -620,6 +621,7 @@ wait_durable(struct audit *a, uint64_t seq)
 			log_error("audit: fdatasync of %s failed: %s", a->path,
 			    strerror(errno));
 			a->failed = 1;
+			a->failed_since = km_now_us();
 		} else if (target > a->durable_seq) {
 			a->durable_seq = target;
 			a->durable_size = target_size;
@@ -662,46 +664,16 @@ roll_segment(struct audit *a)
 	return KM_OK;
 }
 
-/* After a failed write or fsync, re-reads the segment tail and goes on from
- * what is really on disk. Called with the lock, at most once a second. */
-static void
-try_recover(struct audit *a)
-{
-	int64_t now = km_now_us();
-	off_t cut = 0;
-
-	if (!a->failed || a->syncing || now - a->last_recover_try < 1000000)
-		return;
-	a->last_recover_try = now;
-	if (a->fd < 0 || ftruncate(a->fd, a->size) != 0 || fdatasync(a->fd) != 0)
-		return;
-	if (recover_tail(a, &cut) != KM_OK)
-		return;
-	a->written_seq = a->durable_seq = a->next_seq;
-	a->durable_size = a->size;
-	memcpy(a->durable_hash, a->prev, sizeof(a->prev));
-	a->failed = 0;
-	log_warn("audit: log writable again at seq %" PRIu64, a->next_seq);
-}
-
-static void maybe_checkpoint(struct audit *a);
-
-int
-audit_append(struct audit *a, json_t *rec, uint64_t *seq)
+/* Writes one record and waits until it is durable. Called with the lock,
+ * the log not failed. */
+static int
+append_locked(struct audit *a, json_t *rec, uint64_t *seq)
 {
 	char *line = NULL;
 	size_t len;
 	uint64_t my;
 	int r;
 
-	if (seq != NULL)
-		*seq = 0;
-	pthread_mutex_lock(&a->lock);
-	try_recover(a);
-	if (a->failed) {
-		r = KM_ERR_AUDIT;
-		goto out;
-	}
 	if ((uint64_t)a->size >= a->segment_bytes &&
 	    (r = roll_segment(a)) != KM_OK)
 		goto out;
@@ -725,6 +697,7 @@ audit_append(struct audit *a, json_t *rec, uint64_t *seq)
 			log_error("audit: cannot cut partial line: %s",
 			    strerror(errno));
 		a->failed = 1;
+		a->failed_since = km_now_us();
 		r = KM_ERR_AUDIT;
 		goto out;
 	}
@@ -736,8 +709,62 @@ audit_append(struct audit *a, json_t *rec, uint64_t *seq)
 	if (r == KM_OK && seq != NULL)
 		*seq = my;
 out:
-	pthread_mutex_unlock(&a->lock);
 	free(line);
+	return r;
+}
+
+/* After a failed write or fsync: re-reads the segment tail, goes on from
+ * what is really on disk, and proves the log writable by making an
+ * `audit.resume` record durable. Called with the lock, at most once a
+ * second; the log stays failed unless that record lands. */
+static void
+try_recover(struct audit *a)
+{
+	int64_t now = km_now_us(), since_us = a->failed_since;
+	char since[40];
+	json_t *rec;
+	off_t cut = 0;
+
+	if (!a->failed || a->syncing || now - a->last_recover_try < 1000000)
+		return;
+	a->last_recover_try = now;
+	if (a->fd < 0 || ftruncate(a->fd, a->size) != 0 || fdatasync(a->fd) != 0)
+		return;
+	if (recover_tail(a, &cut) != KM_OK)
+		return;
+	a->written_seq = a->durable_seq = a->next_seq;
+	a->durable_size = a->size;
+	memcpy(a->durable_hash, a->prev, sizeof(a->prev));
+	km_time_format(since_us, 1, since, sizeof(since));
+	rec = json_pack("{s:s, s:s, s:s, s:s, s:i, s:n, s:n, s:s}",
+	    "request_id", "", "actor", "kmsd", "op", "audit.resume",
+	    "outcome", "ok", "status", 0, "key", "version", "failed_since", since);
+	if (rec == NULL)
+		return;
+	a->failed = 0;
+	if (append_locked(a, rec, NULL) == KM_OK) {
+		log_warn("audit: log writable again at seq %" PRIu64,
+		    a->next_seq - 1);
+	} else {
+		a->failed = 1;
+		a->failed_since = since_us;
+	}
+	json_decref(rec);
+}
+
+static void maybe_checkpoint(struct audit *a);
+
+int
+audit_append(struct audit *a, json_t *rec, uint64_t *seq)
+{
+	int r;
+
+	if (seq != NULL)
+		*seq = 0;
+	pthread_mutex_lock(&a->lock);
+	try_recover(a);
+	r = a->failed ? KM_ERR_AUDIT : append_locked(a, rec, seq);
+	pthread_mutex_unlock(&a->lock);
 	if (r == KM_OK)
 		maybe_checkpoint(a);
 	return r;

@@ -295,6 +295,9 @@ main(int argc, char **argv)
 	sigaddset(&set, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	/* A file-size limit must fail the write (EFBIG), not kill the daemon:
+	 * the audit log then fails closed and recovers. */
+	signal(SIGXFSZ, SIG_IGN);
 
 	if (cfg_load(config, &c) != KM_OK)
 		goto out;

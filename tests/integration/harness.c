@@ -734,6 +734,30 @@ ith_running(void)
 	return H.pid > 0;
 }
 
+pid_t
+ith_pid(void)
+{
+	return H.pid;
+}
+
+int
+ith_kill9(void)
+{
+	int status;
+
+	if (H.pid <= 0)
+		return -1;
+	if (H.curl != NULL) {
+		curl_easy_cleanup(H.curl);
+		H.curl = NULL;
+	}
+	kill(H.pid, SIGKILL);
+	waitpid(H.pid, &status, 0);
+	H.pid = -1;
+	H.base_url[0] = '\0';
+	return 0;
+}
+
 const char *
 ith_data_dir(void)
 {
@@ -1259,4 +1283,77 @@ ith_name(const char *prefix)
 
 	snprintf(out, sizeof(ring[0]), "%s-%u", prefix, ++counter);
 	return out;
+}
+
+struct mt_buf {
+	char *p;
+	size_t n;
+};
+
+static size_t
+mt_on_data(char *p, size_t size, size_t nmemb, void *arg)
+{
+	struct mt_buf *b = arg;
+	size_t n = size * nmemb;
+	char *np = realloc(b->p, b->n + n + 1);
+
+	if (np == NULL)
+		return 0;
+	memcpy(np + b->n, p, n);
+	b->n += n;
+	np[b->n] = '\0';
+	b->p = np;
+	return n;
+}
+
+static size_t
+mt_on_hdr(char *p, size_t size, size_t nmemb, void *arg)
+{
+	char *id = arg;
+	size_t n = size * nmemb, i = 13, k = 0;
+
+	if (n > 13 && strncasecmp(p, "X-Request-Id:", 13) == 0) {
+		while (i < n && p[i] == ' ')
+			i++;
+		while (i < n && k < 32 && p[i] != '\r' && p[i] != '\n')
+			id[k++] = p[i++];
+		id[k] = '\0';
+	}
+	return n;
+}
+
+json_t *
+ith_post_mt(CURL *c, const char *path, const char *token, const char *body,
+    long *status, char id[33])
+{
+	struct curl_slist *hl = NULL;
+	struct mt_buf b = { NULL, 0 };
+	char url[600], auth[300];
+	json_t *j = NULL;
+
+	id[0] = '\0';
+	*status = 0;
+	snprintf(url, sizeof(url), "%s%s", ith_base_url(), path);
+	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
+	hl = curl_slist_append(hl, auth);
+	hl = curl_slist_append(hl, "Content-Type: application/json");
+	curl_easy_reset(c);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_PROXY, "");
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
+	curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, mt_on_data);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, mt_on_hdr);
+	curl_easy_setopt(c, CURLOPT_HEADERDATA, id);
+	if (curl_easy_perform(c) == CURLE_OK) {
+		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
+		if (b.p != NULL)
+			j = json_loads(b.p, 0, NULL);
+	}
+	curl_slist_free_all(hl);
+	free(b.p);
+	return j;
 }

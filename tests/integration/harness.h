@@ -36,6 +36,10 @@ int ith_restart(void);
 void ith_teardown(void);
 
 int ith_running(void);
+/* kmsd's pid, or -1. */
+pid_t ith_pid(void);
+/* SIGKILL, no drain, no stop record: a crash. 0, or -1 if not running. */
+int ith_kill9(void);
 const char *ith_data_dir(void);
 const char *ith_base_url(void);	/* "http://127.0.0.1:<port>" */
 const char *ith_admin_token(void);
@@ -88,6 +92,13 @@ json_t *ith_call_any_at(const char *file, int line, const char *method,
     const char *path, const char *token, const char *body, const long *expect,
     size_t n, long *got);
 #define ith_call_any(...) ith_call_any_at(__FILE__, __LINE__, __VA_ARGS__)
+
+/* For a test's own client threads (one CURL handle each): POSTs `body`
+ * to `path` with `token`, no global checks. Returns the parsed answer or
+ * NULL; *status is 0 when no answer came; id gets X-Request-Id. */
+typedef void CURL;
+json_t *ith_post_mt(CURL *c, const char *path, const char *token,
+    const char *body, long *status, char id[33]);
 
 /* While on, a 503 is not a failure by itself. */
 void ith_expect_503(int on);

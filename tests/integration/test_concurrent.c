@@ -27,79 +27,6 @@ struct worker {
 	int n_ids;
 };
 
-struct buf {
-	char *p;
-	size_t n;
-};
-
-static size_t
-on_data(char *p, size_t size, size_t nmemb, void *arg)
-{
-	struct buf *b = arg;
-	size_t n = size * nmemb;
-	char *np = realloc(b->p, b->n + n + 1);
-
-	if (np == NULL)
-		return 0;
-	memcpy(np + b->n, p, n);
-	b->n += n;
-	np[b->n] = '\0';
-	b->p = np;
-	return n;
-}
-
-static size_t
-on_hdr(char *p, size_t size, size_t nmemb, void *arg)
-{
-	char *id = arg;
-	size_t n = size * nmemb, i = 13, k = 0;
-
-	if (n > 13 && strncasecmp(p, "X-Request-Id:", 13) == 0) {
-		while (i < n && p[i] == ' ')
-			i++;
-		while (i < n && k < 32 && p[i] != '\r' && p[i] != '\n')
-			id[k++] = p[i++];
-		id[k] = '\0';
-	}
-	return n;
-}
-
-/* POST `body` to `path`; the parsed answer or NULL; *id gets X-Request-Id. */
-static json_t *
-post(CURL *c, const char *path, const char *body, long *status, char id[33])
-{
-	struct curl_slist *hl = NULL;
-	struct buf b = { NULL, 0 };
-	char url[600], auth[300];
-	json_t *j = NULL;
-
-	id[0] = '\0';
-	*status = 0;
-	snprintf(url, sizeof(url), "%s%s", ith_base_url(), path);
-	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", T.app);
-	hl = curl_slist_append(hl, auth);
-	hl = curl_slist_append(hl, "Content-Type: application/json");
-	curl_easy_reset(c);
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_PROXY, "");
-	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
-	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
-	curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_hdr);
-	curl_easy_setopt(c, CURLOPT_HEADERDATA, id);
-	if (curl_easy_perform(c) == CURLE_OK) {
-		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
-		if (b.p != NULL)
-			j = json_loads(b.p, 0, NULL);
-	}
-	curl_slist_free_all(hl);
-	free(b.p);
-	return j;
-}
-
 static void
 note_error(struct worker *w, const char *what, long st, int round)
 {
@@ -133,7 +60,7 @@ work(void *arg)
 		    "{\"plaintext\":\"%s\",\"context\":{\"round\":\"%d\"}}", b64, r);
 		free(b64);
 		snprintf(path, sizeof(path), "/v1/keys/%s/wrap", w->key);
-		a = post(c, path, body, &st, w->ids[w->n_ids]);
+		a = ith_post_mt(c, path, T.app, body, &st, w->ids[w->n_ids]);
 		if (w->ids[w->n_ids][0] != '\0')
 			w->n_ids++;
 		s = json_string_value(json_object_get(a, "ciphertext"));
@@ -148,7 +75,7 @@ work(void *arg)
 		    "{\"ciphertext\":\"%s\",\"context\":{\"round\":\"%d\"}}", ct, r);
 		free(ct);
 		snprintf(path, sizeof(path), "/v1/keys/%s/unwrap", w->key);
-		a = post(c, path, body, &st, w->ids[w->n_ids]);
+		a = ith_post_mt(c, path, T.app, body, &st, w->ids[w->n_ids]);
 		if (w->ids[w->n_ids][0] != '\0')
 			w->n_ids++;
 		s = json_string_value(json_object_get(a, "plaintext"));
