@@ -42,6 +42,8 @@ struct audit {
 	int syncing;
 	int failed;			/* a write or fsync failed: fail closed */
 	int64_t failed_since;
+	int group_commit;
+	uint64_t n_records, n_fsyncs, n_failures;
 	int64_t last_recover_try;
 
 	/* Checkpoints. */
@@ -489,6 +491,7 @@ audit_open(const char *dir, struct audit **out)
 	a->fd = a->cp_fd = -1;
 	a->last_cp_seq = -1;
 	a->segment_bytes = DEFAULT_SEGMENT_BYTES;
+	a->group_commit = 1;
 	pthread_mutex_init(&a->lock, NULL);
 	pthread_cond_init(&a->synced, NULL);
 	pthread_mutex_init(&a->cp_lock, NULL);
@@ -613,15 +616,21 @@ wait_durable(struct audit *a, uint64_t seq)
 		target_size = a->size;
 		memcpy(hash, a->prev, sizeof(hash));
 		fd = a->fd;
-		pthread_mutex_unlock(&a->lock);
+		/* Without group commit the lock is held across the fsync, so
+		 * every record pays for its own. */
+		if (a->group_commit)
+			pthread_mutex_unlock(&a->lock);
 		rc = fdatasync(fd);
-		pthread_mutex_lock(&a->lock);
+		if (a->group_commit)
+			pthread_mutex_lock(&a->lock);
 		a->syncing = 0;
+		a->n_fsyncs++;
 		if (rc != 0) {
 			log_error("audit: fdatasync of %s failed: %s", a->path,
 			    strerror(errno));
 			a->failed = 1;
 			a->failed_since = km_now_us();
+			a->n_failures++;
 		} else if (target > a->durable_seq) {
 			a->durable_seq = target;
 			a->durable_size = target_size;
@@ -698,6 +707,7 @@ append_locked(struct audit *a, json_t *rec, uint64_t *seq)
 			    strerror(errno));
 		a->failed = 1;
 		a->failed_since = km_now_us();
+		a->n_failures++;
 		r = KM_ERR_AUDIT;
 		goto out;
 	}
@@ -705,12 +715,32 @@ append_locked(struct audit *a, json_t *rec, uint64_t *seq)
 	a->size += (off_t)(len + 1);
 	my = a->next_seq++;
 	a->written_seq = a->next_seq;
+	a->n_records++;
 	r = wait_durable(a, my);
 	if (r == KM_OK && seq != NULL)
 		*seq = my;
 out:
 	free(line);
 	return r;
+}
+
+void
+audit_stats(struct audit *a, uint64_t *records, uint64_t *fsyncs,
+    uint64_t *failures)
+{
+	pthread_mutex_lock(&a->lock);
+	*records = a->n_records;
+	*fsyncs = a->n_fsyncs;
+	*failures = a->n_failures;
+	pthread_mutex_unlock(&a->lock);
+}
+
+void
+audit_set_group_commit(struct audit *a, int on)
+{
+	pthread_mutex_lock(&a->lock);
+	a->group_commit = on;
+	pthread_mutex_unlock(&a->lock);
 }
 
 /* After a failed write or fsync: re-reads the segment tail, goes on from

@@ -30,6 +30,13 @@ int audit_check(struct audit *a) KM_WUR;
 /* Next seq to be written and the hex hash of the last line. */
 void audit_head(struct audit *a, uint64_t *next_seq, char prev_hex[65]);
 
+/* Counters since open: records appended and fsyncs of the log. */
+void audit_stats(struct audit *a, uint64_t *records, uint64_t *fsyncs,
+    uint64_t *failures);
+/* With 0, every append runs its own fsync under the lock (no group
+ * commit); for the benchmark that shows what group commit buys. */
+void audit_set_group_commit(struct audit *a, int on);
+
 /* Starts a new segment once the current one holds `bytes` (default 64 MiB). */
 void audit_set_segment_bytes(struct audit *a, uint64_t bytes);
 
