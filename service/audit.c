@@ -38,6 +38,7 @@ struct audit {
 	off_t size;			/* bytes of whole records in the segment */
 	off_t durable_size;		/* of those, fsynced */
 	unsigned char prev[SHA256_DIGEST_LENGTH];	/* hash of line next_seq-1 */
+	unsigned char seg_prev[SHA256_DIGEST_LENGTH];	/* prev of the segment's first line */
 	unsigned char durable_hash[SHA256_DIGEST_LENGTH]; /* of durable_seq-1 */
 	int syncing;
 	int failed;			/* a write or fsync failed: fail closed */
@@ -204,6 +205,52 @@ join(const char *dir, const char *name)
 	return p;
 }
 
+/* 1 when the line data[start..end-1) is a record that continues the
+ * chain: it has seq, ts and prev; its seq is one more than the line
+ * before (or the segment's first seq) and its prev is that line's hash
+ * (or the link into this segment). */
+static int
+line_continues(struct audit *a, const unsigned char *data, off_t start,
+    off_t end, uint64_t *seq_out)
+{
+	unsigned char want[SHA256_DIGEST_LENGTH];
+	char want_hex[2 * SHA256_DIGEST_LENGTH + 1];
+	json_t *rec, *before, *v;
+	uint64_t want_seq;
+	off_t bstart;
+	const char *prev;
+	int ok = 0;
+
+	rec = json_loadb((const char *)data + start, (size_t)(end - 1 - start),
+	    0, NULL);
+	if (rec == NULL || !json_is_integer(v = json_object_get(rec, "seq")) ||
+	    json_integer_value(v) < 0 ||
+	    !json_is_string(json_object_get(rec, "ts")) ||
+	    (prev = json_string_value(json_object_get(rec, "prev"))) == NULL)
+		goto out;
+	*seq_out = (uint64_t)json_integer_value(v);
+	if (start == 0) {
+		want_seq = a->first_seq;
+		memcpy(want, a->seg_prev, sizeof(want));
+	} else {
+		bstart = start - 1;
+		while (bstart > 0 && data[bstart - 1] != '\n')
+			bstart--;
+		before = json_loadb((const char *)data + bstart,
+		    (size_t)(start - 1 - bstart), 0, NULL);
+		v = json_object_get(before, "seq");
+		want_seq = json_is_integer(v) && json_integer_value(v) >= 0 ?
+		    (uint64_t)json_integer_value(v) + 1 : UINT64_MAX;
+		json_decref(before);
+		SHA256(data + bstart, (size_t)(start - 1 - bstart), want);
+	}
+	km_hex(want, sizeof(want), want_hex);
+	ok = *seq_out == want_seq && strcmp(prev, want_hex) == 0;
+out:
+	json_decref(rec);
+	return ok;
+}
+
 /* Reads the tail of the current segment: cuts a torn last line and sets
  * next_seq and prev from the last whole line. *cut is the bytes cut. */
 static int
@@ -211,7 +258,7 @@ recover_tail(struct audit *a, off_t *cut)
 {
 	unsigned char *data = NULL;
 	off_t size, end, start;
-	json_t *rec = NULL, *seq;
+	uint64_t seq = 0;
 	int r;
 
 	*cut = 0;
@@ -241,20 +288,16 @@ recover_tail(struct audit *a, off_t *cut)
 	start = end - 1;
 	while (start > 0 && data[start - 1] != '\n')
 		start--;
-	rec = json_loadb((const char *)data + start, (size_t)(end - 1 - start),
-	    0, NULL);
-	if (rec == NULL || !json_is_integer(seq = json_object_get(rec, "seq")) ||
-	    json_integer_value(seq) < (json_int_t)a->first_seq) {
-		log_error("audit: last record of %s is not valid; refusing to "
-		    "append after it", a->path);
+	if (!line_continues(a, data, start, end, &seq)) {
+		log_error("audit: last record of %s is not valid or does not "
+		    "continue the chain; refusing to append after it", a->path);
 		r = KM_ERR_AUDIT;
 		goto out;
 	}
-	a->next_seq = (uint64_t)json_integer_value(seq) + 1;
+	a->next_seq = seq + 1;
 	SHA256(data + start, (size_t)(end - 1 - start), a->prev);
 	r = KM_OK;
 out:
-	json_decref(rec);
 	free(data);
 	return r;
 }
@@ -469,6 +512,7 @@ open_current(struct audit *a, off_t *cut)
 		r = KM_ERR_NOMEM;
 		goto out;
 	}
+	memcpy(a->seg_prev, a->prev, sizeof(a->prev));
 	if ((r = open_segment(a, name, first)) != KM_OK)
 		goto out;
 	r = recover_tail(a, cut);
@@ -665,6 +709,7 @@ roll_segment(struct audit *a)
 	    a->next_seq);
 	close(a->fd);
 	a->fd = -1;
+	memcpy(a->seg_prev, a->prev, sizeof(a->prev));
 	if ((r = open_segment(a, name, a->next_seq)) != KM_OK) {
 		a->failed = 1;
 		return r;

@@ -60,12 +60,16 @@ km_buf_reserve(struct km_buf *b, size_t extra)
 
 	if (b->failed)
 		return KM_ERR_NOMEM;
-	if (extra > SIZE_MAX - b->len || b->len + extra > b->limit) {
+	/* One byte more is always allocated for the NUL: len + extra + 1
+	 * must not wrap either. */
+	if (extra >= SIZE_MAX - b->len || b->len + extra > b->limit) {
 		b->failed = 1;
 		return KM_ERR_TOO_LARGE;
 	}
 	want = b->len + extra;
-	if (want <= b->cap)
+	/* A buffer that has never allocated has no room for the NUL yet,
+	 * even for a zero-byte append. */
+	if (want <= b->cap && b->data != NULL)
 		return KM_OK;
 	cap = b->cap ? b->cap : 64;
 	while (cap < want)
@@ -129,13 +133,10 @@ km_buf_take_str(struct km_buf *b)
 {
 	char *s;
 
-	if (b->failed)
+	/* An empty buffer allocates here, so the caller gets "" not NULL. */
+	if (b->failed || km_buf_reserve(b, 0) != KM_OK)
 		return NULL;
-	if (b->data == NULL && km_buf_reserve(b, 0) == KM_OK &&
-	    (b->data = malloc(1)) != NULL) {
-		b->data[0] = '\0';
-		b->cap = 0;
-	}
+	b->data[b->len] = '\0';
 	s = (char *)b->data;
 	b->data = NULL;
 	b->len = b->cap = 0;
@@ -180,10 +181,18 @@ km_b64_encode(const unsigned char *in, size_t len, char **out)
 	return KM_OK;
 }
 
+/* Value of a base64 alphabet character, -1 outside the alphabet. Not
+ * isalnum(): that depends on the locale. */
 static int
-b64_char_ok(unsigned char c)
+b64_val(unsigned char c)
 {
-	return isalnum(c) || c == '+' || c == '/';
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	return c == '+' ? 62 : c == '/' ? 63 : -1;
 }
 
 int
@@ -204,8 +213,12 @@ km_b64_decode(const char *in, size_t inlen, unsigned char **out, size_t *outlen)
 	if (inlen >= 2 && in[inlen - 2] == '=')
 		pad++;
 	for (i = 0; i < inlen - pad; i++)
-		if (!b64_char_ok((unsigned char)in[i]))
+		if (b64_val((unsigned char)in[i]) < 0)
 			return KM_ERR_INVALID_REQUEST;
+	/* The bits under the padding must be zero (RFC 4648 section 3.5). */
+	if (pad > 0 && (b64_val((unsigned char)in[inlen - pad - 1]) &
+	    (pad == 2 ? 0x0f : 0x03)) != 0)
+		return KM_ERR_INVALID_REQUEST;
 	if ((buf = malloc(inlen / 4 * 3 + 1)) == NULL)
 		return KM_ERR_NOMEM;
 	n = EVP_DecodeBlock(buf, (const unsigned char *)in, (int)inlen);
@@ -351,6 +364,16 @@ parse_digits(const char **p, int n, int *val)
 	return 0;
 }
 
+static int
+days_in_month(int y, int m)
+{
+	static const int days[12] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31,
+	    30, 31 };
+	int leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+
+	return m == 2 && leap ? 29 : days[m - 1];
+}
+
 int
 km_time_parse(const char *s, int64_t *us)
 {
@@ -389,7 +412,7 @@ km_time_parse(const char *s, int64_t *us)
 		return KM_ERR_INVALID_REQUEST;
 	}
 	if (*p != '\0' || y < 1970 || y > 9999 || mo < 1 || mo > 12 ||
-	    d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
+	    d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || sec > 60)
 		return KM_ERR_INVALID_REQUEST;
 	tm.tm_year = y - 1900;
 	tm.tm_mon = mo - 1;
