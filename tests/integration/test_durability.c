@@ -353,8 +353,8 @@ test_fail_closed_and_recover(void)
 	st = ready_status();
 	ith_check(st == 503, "ready answered %ld while the log cannot be written",
 	    st);
-	ith_call("POST", "/v1/keys/fc-1/rotate", ith_admin_token(), NULL, 503,
-	    NULL);
+	json_decref(ith_call("POST", "/v1/keys/fc-1/rotate", ith_admin_token(),
+	    NULL, 503, NULL));
 
 	/* Space returns: kmsd recovers by itself. */
 	ith_check(set_fsize(RLIM_INFINITY) == 0, "prlimit failed");
