@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "audit.h"
+#include "store.h"
 #include "log.h"
 
 static const struct {
@@ -293,6 +294,36 @@ api_audit_set(struct api_req *rq, const char *field, json_t *value)
 		return;
 	}
 	json_object_set_new(rq->audit, field, value);
+}
+
+json_t *
+api_time_json(int64_t us)
+{
+	char ts[40];
+
+	if (us == 0)
+		return json_null();
+	km_time_format(us, 0, ts, sizeof(ts));
+	return json_string(ts);
+}
+
+const struct store_version *
+api_find_version(const struct store_key *k, uint32_t version)
+{
+	size_t i;
+
+	for (i = 0; i < k->n_versions; i++)
+		if (k->versions[i].version == version)
+			return &k->versions[i];
+	return NULL;
+}
+
+int
+api_audit_ok_hook(void *arg)
+{
+	struct api_req *rq = arg;
+
+	return api_audit_now(rq, "ok", rq->status);
 }
 
 static const char *

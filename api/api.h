@@ -135,11 +135,22 @@ int api_key_visible(const struct api_principal *who, const char *name);
 /* Validates a key name (1..128 of [A-Za-z0-9._-], starting alphanumeric). */
 int api_key_name_valid(const char *name);
 
+/* An RFC 3339 string of `us`, or JSON null for 0 (unset). */
+json_t *api_time_json(int64_t us);
+struct store_key;
+struct store_version;
+/* Version `version` of `k`, or NULL. */
+const struct store_version *api_find_version(const struct store_key *k,
+    uint32_t version);
+
 /* Audit helpers: add a field to this request's record. */
 void api_audit_set(struct api_req *rq, const char *field, json_t *value);
 /* Writes this request's audit record now, with the given outcome; used as
  * a store commit hook so a state change commits only with its record. */
 int api_audit_now(struct api_req *rq, const char *outcome, int status);
+/* A store commit hook (arg: the api_req) recording outcome ok with
+ * rq->status, so a state change commits only with its durable record. */
+int api_audit_ok_hook(void *arg);
 
 /* A query-string argument or NULL. */
 const char *api_arg(struct api_req *rq, const char *name);

@@ -50,17 +50,6 @@ fail(struct job *j, km_err e, const char *fmt, ...)
 	return e;
 }
 
-static const struct store_version *
-find_version(const struct store_key *k, uint32_t version)
-{
-	size_t i;
-
-	for (i = 0; i < k->n_versions; i++)
-		if (k->versions[i].version == version)
-			return &k->versions[i];
-	return NULL;
-}
-
 /* Reads `field` as a context object into `c` (absent: empty) and checks
  * the key's required names. */
 static km_err
@@ -142,7 +131,7 @@ seal(struct job *j, const struct store_key *k, const struct blob_context *c,
 
 	*blob = NULL;
 	if (k->primary_version == 0 ||
-	    (v = find_version(k, k->primary_version)) == NULL) {
+	    (v = api_find_version(k, k->primary_version)) == NULL) {
 		r = fail(j, KM_ERR_NO_PRIMARY, "key '%s' has no primary version; "
 		    "rotate it", k->name);
 		goto out;
@@ -204,7 +193,7 @@ open_blob(struct job *j, const struct store_key *k, const char *text,
 		    "kms:v<N>:<base64> blob of a valid length");
 		goto out;
 	}
-	if ((v = find_version(k, *version)) == NULL) {
+	if ((v = api_find_version(k, *version)) == NULL) {
 		r = fail(j, KM_ERR_INVALID_CIPHERTEXT, "key '%s' has no version "
 		    "%u", k->name, *version);
 		goto out;

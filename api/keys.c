@@ -14,17 +14,6 @@
 #define MAX_LIST 1000
 
 static json_t *
-time_or_null(int64_t us)
-{
-	char ts[40];
-
-	if (us == 0)
-		return json_null();
-	km_time_format(us, 0, ts, sizeof(ts));
-	return json_string(ts);
-}
-
-static json_t *
 version_json(struct api_req *rq, const struct store_key *k,
     const struct store_version *v)
 {
@@ -37,9 +26,9 @@ version_json(struct api_req *rq, const struct store_key *k,
 	return json_pack("{s:I, s:s, s:o, s:I, s:o, s:I}",
 	    "version", (json_int_t)v->version,
 	    "state", km_state_name(v->state),
-	    "created_at", time_or_null(v->created_at),
+	    "created_at", api_time_json(v->created_at),
 	    "mek_version", (json_int_t)v->mek_version,
-	    "last_used_at", time_or_null(last),
+	    "last_used_at", api_time_json(last),
 	    "use_count", (json_int_t)(v->use_count + pending));
 }
 
@@ -64,20 +53,12 @@ api_key_json(struct api_req *rq, const void *store_key)
 	    json_integer(k->primary_version) : json_null(),
 	    "rotation_period", k->rotation_period ? json_string(period) :
 	    json_null(),
-	    "next_rotation_at", time_or_null(k->next_rotation_at),
-	    "expires_at", time_or_null(k->expires_at),
+	    "next_rotation_at", api_time_json(k->next_rotation_at),
+	    "expires_at", api_time_json(k->expires_at),
 	    "required_context", req,
-	    "created_at", time_or_null(k->created_at),
+	    "created_at", api_time_json(k->created_at),
 	    "versions", versions);
 	return o;
-}
-
-static int
-audit_ok_hook(void *arg)
-{
-	struct api_req *rq = arg;
-
-	return api_audit_now(rq, "ok", rq->status);
 }
 
 static int
@@ -237,7 +218,7 @@ api_keys_create(struct api_req *rq)
 	api_audit_set(rq, "type", json_string(k.type));
 	api_audit_set(rq, "mek_version", json_integer(v.mek_version));
 	rq->status = 201;
-	if ((r = store_key_create(rq->ctx->store, &k, audit_ok_hook, rq)) != KM_OK) {
+	if ((r = store_key_create(rq->ctx->store, &k, api_audit_ok_hook, rq)) != KM_OK) {
 		api_error(rq, r, r == KM_ERR_KEY_EXISTS ? "key '%s' exists" :
 		    "key '%s' was not created", name);
 		goto out;
@@ -392,17 +373,6 @@ out:
 	store_key_free(k);
 }
 
-static const struct store_version *
-find_version(const struct store_key *k, uint32_t version)
-{
-	size_t i;
-
-	for (i = 0; i < k->n_versions; i++)
-		if (k->versions[i].version == version)
-			return &k->versions[i];
-	return NULL;
-}
-
 /* Decides whether `who` may move a version from `from` to `to` without a
  * ceremony (DESIGN.md section 3, docs/API.md). */
 static km_err
@@ -505,7 +475,7 @@ api_keys_state(struct api_req *rq)
 		api_error(rq, KM_ERR_INVALID_REQUEST, "unknown state '%s'", state);
 		goto out;
 	}
-	if ((v = find_version(k, version)) == NULL) {
+	if ((v = api_find_version(k, version)) == NULL) {
 		api_error(rq, KM_ERR_VERSION_NOT_FOUND, "key '%s' has no version %u",
 		    k->name, version);
 		goto out;
@@ -523,7 +493,7 @@ api_keys_state(struct api_req *rq)
 		api_audit_set(rq, "force", json_true());
 	rq->status = 200;
 	if ((r = store_version_set_state(rq->ctx->store, k->name, version,
-	    v->state, to, audit_ok_hook, rq)) != KM_OK) {
+	    v->state, to, api_audit_ok_hook, rq)) != KM_OK) {
 		api_error(rq, r, "moving version %u of '%s' to %s failed",
 		    version, k->name, state);
 		goto out;

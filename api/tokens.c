@@ -10,17 +10,6 @@
 #include "store.h"
 
 static json_t *
-time_or_null(int64_t us)
-{
-	char ts[40];
-
-	if (us == 0)
-		return json_null();
-	km_time_format(us, 0, ts, sizeof(ts));
-	return json_string(ts);
-}
-
-static json_t *
 token_json(const struct store_token *t)
 {
 	return json_pack("{s:s, s:s, s:o, s:o, s:o, s:o, s:o}", "id", t->id,
@@ -28,17 +17,9 @@ token_json(const struct store_token *t)
 	    "keys", t->keys ? json_string(t->keys) : json_null(),
 	    "description", t->description ? json_string(t->description) :
 	    json_null(),
-	    "created_at", time_or_null(t->created_at),
-	    "expires_at", time_or_null(t->expires_at),
-	    "revoked_at", time_or_null(t->revoked_at));
-}
-
-static int
-audit_ok_hook(void *arg)
-{
-	struct api_req *rq = arg;
-
-	return api_audit_now(rq, "ok", rq->status);
+	    "created_at", api_time_json(t->created_at),
+	    "expires_at", api_time_json(t->expires_at),
+	    "revoked_at", api_time_json(t->revoked_at));
 }
 
 static int
@@ -111,7 +92,7 @@ api_tokens_create(struct api_req *rq)
 	if (t.keys)
 		api_audit_set(rq, "keys", json_string(t.keys));
 	rq->status = 201;
-	if ((r = store_token_create(rq->ctx->store, &t, audit_ok_hook, rq)) != KM_OK) {
+	if ((r = store_token_create(rq->ctx->store, &t, api_audit_ok_hook, rq)) != KM_OK) {
 		api_error(rq, r, "the token was not created");
 		goto out;
 	}
@@ -157,7 +138,7 @@ api_tokens_revoke(struct api_req *rq)
 
 	api_audit_set(rq, "token_id", json_string(id));
 	rq->status = 200;
-	if ((r = store_token_revoke(rq->ctx->store, id, now, audit_ok_hook,
+	if ((r = store_token_revoke(rq->ctx->store, id, now, api_audit_ok_hook,
 	    rq)) != KM_OK) {
 		api_error(rq, r, "token '%s' %s", id, r == KM_ERR_TOKEN_NOT_FOUND ?
 		    "does not exist or is revoked already" : "was not revoked");
