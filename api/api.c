@@ -456,6 +456,14 @@ api_dispatch(struct api_req *rq)
 audit:
 	if (rq->answer == NULL)
 		api_error(rq, KM_ERR_NOMEM, "out of memory");
+	/* The commit hook wrote "ok", then the store failed to commit: a
+	 * second record with the same request id says what really happened. */
+	if (rq->audited && rq->status >= 400 &&
+	    api_audit_now(rq, "error", rq->status) != KM_OK) {
+		api_error(rq, KM_ERR_AUDIT,
+		    "the audit record could not be written; nothing returned");
+		return;
+	}
 	if (!rq->audited &&
 	    api_audit_now(rq, outcome_for(rq->status), rq->status) != KM_OK) {
 		/* Fail closed: no result leaves without its durable record. */

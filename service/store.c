@@ -1,4 +1,4 @@
-/* Metadata store on SQLite: one locked writer connection, a pool of readers, versioned schema. */
+/* Metadata store on SQLite: one locked writer, a pool of readers, migrations. */
 #include "store.h"
 
 #include <errno.h>
@@ -341,7 +341,7 @@ static int
 conn_tx(struct conn *c, enum stmt_id id)
 {
 	sqlite3_stmt *s;
-	int r;
+	int r = KM_ERR_INTERNAL;
 
 	if ((r = conn_stmt(c, id, &s)) != KM_OK)
 		return r;
@@ -605,7 +605,7 @@ static int
 reader_begin(struct store *st, struct conn **out)
 {
 	struct conn *c;
-	int r;
+	int r = KM_ERR_INTERNAL;
 
 	c = reader_get(st);
 	if ((r = conn_tx(c, S_BEGIN)) != KM_OK) {
@@ -621,7 +621,7 @@ reader_begin(struct store *st, struct conn **out)
 static int
 write_begin(struct store *st)
 {
-	int r;
+	int r = KM_ERR_INTERNAL;
 
 	if (tl_writing == st) {
 		log_error("store: write attempted from inside a commit hook");
@@ -765,8 +765,8 @@ store_check(struct store *st)
 	int r = KM_ERR_INTERNAL;
 	int version;
 
-	/* A real read of the file, not only "SELECT 1", which would answer
-	 * even with the database file gone. */
+	/* A query that reads the database, where "SELECT 1" would be
+	 * answered without touching the file. */
 	if ((version = store_schema_version(st)) < 1) {
 		log_error("store: check: schema not readable");
 		r = KM_ERR_STORE;
@@ -786,7 +786,7 @@ store_schema_version(struct store *st)
 {
 	struct conn *c;
 	int64_t version = 0;
-	int r;
+	int r = KM_ERR_INTERNAL;
 
 	c = reader_get(st);
 	r = schema_version_read(c, &version);
@@ -839,11 +839,12 @@ blob_ok(const unsigned char *p, size_t len)
 	return (p == NULL) == (len == 0) && len <= INT_MAX;
 }
 
+/* Where the secret lives and the blobs; the state is checked by callers
+ * (rotate sets it). */
 static int
 version_ok(const struct store_version *v)
 {
-	return state_valid(v->state) &&
-	    (v->storage == STORE_WRAPPED || v->storage == STORE_TOKEN) &&
+	return (v->storage == STORE_WRAPPED || v->storage == STORE_TOKEN) &&
 	    blob_ok(v->wrapped, v->wrapped_len) &&
 	    blob_ok(v->public_key, v->public_key_len);
 }
@@ -873,7 +874,9 @@ key_validate(const struct store_key *k)
 	if (k->n_versions > 0 && k->versions == NULL)
 		return KM_ERR_INVALID_REQUEST;
 	for (i = 0; i < k->n_versions; i++) {
-		if (k->versions[i].version == 0 || !version_ok(&k->versions[i]))
+		if (k->versions[i].version == 0 ||
+		    !state_valid(k->versions[i].state) ||
+		    !version_ok(&k->versions[i]))
 			return KM_ERR_INVALID_REQUEST;
 		for (j = 0; j < i; j++)
 			if (k->versions[j].version == k->versions[i].version)
@@ -1373,7 +1376,7 @@ out:
 	if (c != NULL)
 		reader_put(st, c);
 	store_key_free(k);
-	for (i = 0; i < cnt; i++)
+	for (i = 0; keys != NULL && i < cnt; i++)
 		store_key_free(keys[i]);
 	free(keys);
 	return r;
@@ -1707,7 +1710,7 @@ store_token_create(struct store *st, const struct store_token *t,
 	if ((r = conn_stmt(c, S_TOKEN_INSERT, &s)) != KM_OK)
 		goto out;
 	if ((rc = bind_text(s, 1, t->id)) != SQLITE_OK ||
-	    (rc = sqlite3_bind_blob(s, 2, t->hash, sizeof(t->hash), SQLITE_STATIC)) != SQLITE_OK ||
+	    (rc = bind_blob(s, 2, t->hash, sizeof(t->hash))) != SQLITE_OK ||
 	    (rc = bind_text(s, 3, t->role)) != SQLITE_OK ||
 	    (rc = bind_text(s, 4, t->keys)) != SQLITE_OK ||
 	    (rc = bind_text(s, 5, t->description)) != SQLITE_OK ||
@@ -1801,7 +1804,7 @@ store_token_list(struct store *st, struct store_token ***out, size_t *n)
 out:
 	reader_put(st, c);
 	store_token_free(t);
-	for (i = 0; i < cnt; i++)
+	for (i = 0; toks != NULL && i < cnt; i++)
 		store_token_free(toks[i]);
 	free(toks);
 	return r;

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <CUnit/Basic.h>
+#include <sqlite3.h>
 
 #include "km.h"
 #include "log.h"
@@ -176,6 +177,8 @@ test_open_reopen(void)
 {
 	struct store *st;
 	struct store_key *k = NULL;
+	sqlite3_stmt *q = NULL;
+	sqlite3 *db = NULL;
 	struct stat sb;
 	char path[300];
 	int ver;
@@ -201,6 +204,23 @@ test_open_reopen(void)
 	}
 	store_key_free(k);
 	store_free(st);
+
+	/* One schema_migrations row per migration; a schema newer than this
+	 * build is refused rather than used. */
+	CU_ASSERT_EQUAL_FATAL(sqlite3_open(path, &db), SQLITE_OK);
+	CU_ASSERT_EQUAL(sqlite3_prepare_v2(db, "SELECT count(*), max(version), "
+	    "min(applied_at) FROM schema_migrations", -1, &q, NULL), SQLITE_OK);
+	CU_ASSERT_EQUAL(sqlite3_step(q), SQLITE_ROW);
+	CU_ASSERT_EQUAL(sqlite3_column_int(q, 0), ver);
+	CU_ASSERT_EQUAL(sqlite3_column_int(q, 1), ver);
+	CU_ASSERT(sqlite3_column_int64(q, 2) > 0);
+	CU_ASSERT_EQUAL(sqlite3_finalize(q), SQLITE_OK);
+	CU_ASSERT_EQUAL(sqlite3_exec(db, "INSERT INTO schema_migrations "
+	    "VALUES (1000, 0)", NULL, NULL, NULL), SQLITE_OK);
+	CU_ASSERT_EQUAL(sqlite3_close(db), SQLITE_OK);
+	st = NULL;
+	CU_ASSERT_EQUAL(store_open(path, &st), KM_ERR_STORE);
+	CU_ASSERT_PTR_NULL(st);
 
 	CU_ASSERT_EQUAL(store_open(":memory:", &st), KM_ERR_CONFIG);
 	CU_ASSERT_PTR_NULL(st);
@@ -485,6 +505,7 @@ test_rotate(void)
 	store_key_free(g);
 
 	nv = new_version(0x22);
+	nv.state = 0;		/* rotate sets it */
 	CU_ASSERT_EQUAL(store_key_rotate(st, "rot", &nv, 0, NULL, NULL), KM_OK);
 	CU_ASSERT_EQUAL(nv.version, 3);
 	km_secure_free(nv.wrapped, nv.wrapped_len);
@@ -669,8 +690,9 @@ check_pages(struct store *st, size_t page, struct match_ctx *m, int expect_mod)
 			break;
 		for (i = 0; i < n; i++) {
 			CU_ASSERT_EQUAL_FATAL(sscanf(keys[i]->name, "k%d", &num), 1);
-			/* strictly increasing: in order, no duplicates */
-			CU_ASSERT(num > prev);
+			/* strictly increasing: in order, no duplicates (fatal,
+			 * or a repeating page would loop for ever) */
+			CU_ASSERT_FATAL(num > prev);
 			CU_ASSERT_EQUAL(num, expect);
 			CU_ASSERT_EQUAL(keys[i]->n_versions, 1);
 			CU_ASSERT_EQUAL(keys[i]->primary_version, 1);
@@ -1179,6 +1201,64 @@ test_concurrency(void)
 	store_free(sh.st);
 }
 
+#define HOT_ROTATIONS	300
+#define HOT_READERS	3
+
+struct hot {
+	struct store *st;
+	atomic_int stop;
+	atomic_int errors;
+	atomic_int reads;
+};
+
+static void *
+hot_reader(void *arg)
+{
+	struct hot *h = arg;
+	struct store_key *k;
+	int r;
+
+	while (!atomic_load(&h->stop)) {
+		k = NULL;
+		if ((r = store_key_get(h->st, "hot", &k)) != KM_OK ||
+		    !key_consistent(k))
+			atomic_fetch_add(&h->errors, 1);
+		store_key_free(k);
+		atomic_fetch_add(&h->reads, 1);
+	}
+	return NULL;
+}
+
+/* Readers racing a fast rotator must never see a key row from one commit
+ * with versions from another (primary_version naming a missing version). */
+static void
+test_snapshot_consistency(void)
+{
+	struct hot h;
+	struct store_version nv;
+	pthread_t th[HOT_READERS];
+	int i, fails = 0;
+
+	memset(&h, 0, sizeof(h));
+	h.st = open_fresh(NULL, 0);
+	CU_ASSERT_EQUAL_FATAL(create_simple(h.st, "hot"), KM_OK);
+	for (i = 0; i < HOT_READERS; i++)
+		CU_ASSERT_EQUAL_FATAL(pthread_create(&th[i], NULL, hot_reader, &h), 0);
+	for (i = 0; i < HOT_ROTATIONS; i++) {
+		nv = new_version(0x77);
+		if (store_key_rotate(h.st, "hot", &nv, 0, NULL, NULL) != KM_OK)
+			fails++;
+		km_secure_free(nv.wrapped, nv.wrapped_len);
+	}
+	atomic_store(&h.stop, 1);
+	for (i = 0; i < HOT_READERS; i++)
+		pthread_join(th[i], NULL);
+	CU_ASSERT_EQUAL(fails, 0);
+	CU_ASSERT_EQUAL(atomic_load(&h.errors), 0);
+	CU_ASSERT(atomic_load(&h.reads) > HOT_READERS);
+	store_free(h.st);
+}
+
 /* --- main ---------------------------------------------------------------- */
 
 static int
@@ -1223,7 +1303,8 @@ main(void)
 	    CU_add_test(s, "MEK versions", test_mek) == NULL ||
 	    CU_add_test(s, "API tokens", test_tokens) == NULL ||
 	    CU_add_test(s, "reads during a commit hook", test_read_during_hook) == NULL ||
-	    CU_add_test(s, "concurrent readers and writers", test_concurrency) == NULL) {
+	    CU_add_test(s, "concurrent readers and writers", test_concurrency) == NULL ||
+	    CU_add_test(s, "snapshot consistency under rotation", test_snapshot_consistency) == NULL) {
 		CU_cleanup_registry();
 		return 2;
 	}
