@@ -741,6 +741,81 @@ unwrap_for_use(struct hsm *h, uint32_t mek_version,
 	return KM_OK;
 }
 
+int
+hsm_key_rewrap(struct hsm *h, enum hsm_key_type type, uint32_t old_mek,
+    uint32_t new_mek, const unsigned char *wrapped, size_t wrapped_len,
+    unsigned char **out, size_t *out_len)
+{
+	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+	CK_KEY_TYPE kt = CKK_AES;
+	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+	CK_MECHANISM mech = { CKM_AES_KEY_WRAP_PAD, NULL, 0 };
+	/* Extractable, or C_WrapKey refuses it; it lives only for this call. */
+	CK_ATTRIBUTE tmpl[] = {
+		{ CKA_CLASS, &cls, sizeof(cls) },
+		{ CKA_KEY_TYPE, &kt, sizeof(kt) },
+		{ CKA_TOKEN, &no, sizeof(no) },
+		{ CKA_PRIVATE, &yes, sizeof(yes) },
+		{ CKA_SENSITIVE, &yes, sizeof(yes) },
+		{ CKA_EXTRACTABLE, &yes, sizeof(yes) },
+		{ CKA_ENCRYPT, &no, sizeof(no) },
+		{ CKA_DECRYPT, &no, sizeof(no) },
+	};
+	CK_OBJECT_HANDLE from, to, tmp = CK_INVALID_HANDLE;
+	CK_SESSION_HANDLE s;
+	CK_RV rv;
+	int r;
+
+	*out = NULL;
+	*out_len = 0;
+	if (type != HSM_KEY_AES256)
+		return KM_ERR_UNSUPPORTED_KEY_TYPE;
+	if ((r = mek_lookup(h, old_mek, &from)) != KM_OK ||
+	    (r = mek_lookup(h, new_mek, &to)) != KM_OK) {
+		log_error("MEK version %u or %u is not in the token", old_mek,
+		    new_mek);
+		return r == KM_ERR_NOT_FOUND ? KM_ERR_HSM : r;
+	}
+	s = session_get(h);
+	rv = h->fn->C_UnwrapKey(s, &mech, from, (CK_BYTE_PTR)wrapped, wrapped_len,
+	    tmpl, sizeof(tmpl) / sizeof(tmpl[0]), &tmp);
+	if (rv != CKR_OK) {
+		r = rv_err(rv, "C_UnwrapKey (rewrap)", NULL);
+		goto out;
+	}
+	r = wrap_key(h, s, to, tmp, out, out_len);
+out:
+	if (tmp != CK_INVALID_HANDLE &&
+	    (rv = h->fn->C_DestroyObject(s, tmp)) != CKR_OK)
+		(void)rv_err(rv, "C_DestroyObject", "rewrap copy");
+	session_put(h, s);
+	return r;
+}
+
+int
+hsm_mek_disable(struct hsm *h, uint32_t version)
+{
+	CK_BBOOL no = CK_FALSE;
+	CK_ATTRIBUTE tmpl[] = {
+		{ CKA_WRAP, &no, sizeof(no) },
+		{ CKA_UNWRAP, &no, sizeof(no) },
+	};
+	CK_OBJECT_HANDLE obj;
+	CK_SESSION_HANDLE s;
+	CK_RV rv;
+	int r;
+
+	if ((r = mek_lookup(h, version, &obj)) != KM_OK)
+		return r;
+	s = session_get(h);
+	rv = h->fn->C_SetAttributeValue(s, obj, tmpl, 2);
+	session_put(h, s);
+	if (rv != CKR_OK)
+		return rv_err(rv, "C_SetAttributeValue(MEK disable)", NULL);
+	log_info("MEK version %u disabled (no wrap, no unwrap)", version);
+	return KM_OK;
+}
+
 static uint64_t
 hash_id(const char *s)
 {

@@ -59,6 +59,17 @@ int hsm_mek_find(struct hsm *h, uint32_t version) KM_WUR;
 int hsm_key_generate(struct hsm *h, enum hsm_key_type type,
     uint32_t mek_version, unsigned char **wrapped, size_t *wrapped_len) KM_WUR;
 
+/* MEK rotation, inside the token: unwraps `wrapped` (under `old_mek`) into
+ * a temporary extractable session object, wraps it under `new_mek` and
+ * destroys the temporary. *out (free()) is the new wrapped blob. */
+int hsm_key_rewrap(struct hsm *h, enum hsm_key_type type, uint32_t old_mek,
+    uint32_t new_mek, const unsigned char *wrapped, size_t wrapped_len,
+    unsigned char **out, size_t *out_len) KM_WUR;
+/* Turns off CKA_WRAP and CKA_UNWRAP of MEK `version`, so nothing can be
+ * unwrapped under it any more (the object stays, for a restore from a
+ * backup token). KM_ERR_NOT_FOUND when absent. */
+int hsm_mek_disable(struct hsm *h, uint32_t version) KM_WUR;
+
 /* Returns a reference to the unwrapped key for cache identity `cache_id`
  * (key id + version), unwrapping `wrapped` under `mek_version` into a
  * session object when it is not cached. Release with hsm_key_release. */

@@ -174,6 +174,48 @@ test_named_key_attributes_and_gcm(void)
 }
 
 static void
+test_rewrap_under_new_mek_then_disable(void)
+{
+	static const unsigned char iv[12] = { 9 };
+	unsigned char *w1 = NULL, *w2 = NULL, pt[16] = { 1, 2, 3 }, ct[32],
+	    back[32];
+	size_t l1 = 0, l2 = 0, blen = 0;
+	struct hsm_key *k = NULL;
+
+	CU_ASSERT_EQUAL_FATAL(hsm_key_generate(h, HSM_KEY_AES256, 1, &w1, &l1),
+	    KM_OK);
+	CU_ASSERT_EQUAL_FATAL(hsm_key_acquire(h, "rw:v1", HSM_KEY_AES256, 1, w1,
+	    l1, &k), KM_OK);
+	CU_ASSERT_EQUAL(hsm_gcm_encrypt(h, k, iv, NULL, 0, pt, sizeof(pt), ct),
+	    KM_OK);
+	hsm_key_release(h, k);
+
+	CU_ASSERT_EQUAL_FATAL(hsm_mek_create(h, 2), KM_OK);
+	CU_ASSERT_EQUAL_FATAL(hsm_key_rewrap(h, HSM_KEY_AES256, 1, 2, w1, l1, &w2,
+	    &l2), KM_OK);
+	CU_ASSERT_EQUAL(l2, 40);
+	CU_ASSERT_NOT_EQUAL(memcmp(w1, w2, 40), 0);
+	/* The same key under the new MEK: it decrypts what the old made. */
+	CU_ASSERT_EQUAL_FATAL(hsm_key_acquire(h, "rw:v2", HSM_KEY_AES256, 2, w2,
+	    l2, &k), KM_OK);
+	CU_ASSERT_EQUAL(hsm_gcm_decrypt(h, k, iv, NULL, 0, ct, sizeof(ct), back,
+	    &blen), KM_OK);
+	CU_ASSERT_EQUAL(memcmp(back, pt, sizeof(pt)), 0);
+	hsm_key_release(h, k);
+	/* Under the old MEK the new blob is garbage. */
+	CU_ASSERT_NOT_EQUAL(hsm_key_acquire(h, "rw:x", HSM_KEY_AES256, 1, w2, l2,
+	    &k), KM_OK);
+
+	/* A disabled MEK unwraps nothing any more. */
+	CU_ASSERT_EQUAL(hsm_mek_disable(h, 1), KM_OK);
+	CU_ASSERT_NOT_EQUAL(hsm_key_acquire(h, "rw:after", HSM_KEY_AES256, 1, w1,
+	    l1, &k), KM_OK);
+	CU_ASSERT_EQUAL(hsm_mek_disable(h, 7), KM_ERR_NOT_FOUND);
+	free(w1);
+	free(w2);
+}
+
+static void
 test_unwrap_garbage(void)
 {
 	unsigned char junk[40];
@@ -289,6 +331,9 @@ main(void)
 	CU_add_test(s, "token RNG and ping", test_random);
 	CU_add_test(s, "P-256 token key signs, OpenSSL verifies",
 	    test_ec_sign_verifies_with_openssl);
+	/* Last: it disables MEK 1. */
+	CU_add_test(s, "rewrap under a new MEK, then disable the old",
+	    test_rewrap_under_new_mek_then_disable);
 	CU_basic_set_mode(CU_BRM_VERBOSE);
 	CU_basic_run_tests();
 	failed = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
