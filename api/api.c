@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "audit.h"
+#include "ratelimit.h"
 #include "store.h"
 #include "log.h"
 
@@ -39,6 +40,7 @@ static const struct {
 	[KM_ERR_INVALID_TRANSITION] = { 409, "invalid_transition" },
 	[KM_ERR_VERSION_IN_USE] = { 409, "version_in_use" },
 	[KM_ERR_TOO_LARGE] = { 413, "payload_too_large" },
+	[KM_ERR_RATE_LIMITED] = { 429, "rate_limited" },
 	[KM_ERR_HSM] = { 503, "hsm_unavailable" },
 	[KM_ERR_HSM_AUTH] = { 503, "hsm_unavailable" },
 	[KM_ERR_STORE] = { 503, "store_unavailable" },
@@ -121,15 +123,49 @@ api_unknown_field(json_t *obj, const char *const *fields)
 	return NULL;
 }
 
+/* Deepest nesting of objects and arrays, outside strings. Checked before
+ * parsing: jansson recurses per level, and no request needs more than a
+ * few. */
+static size_t
+json_depth(const unsigned char *p, size_t n)
+{
+	size_t depth = 0, max = 0, i;
+	int in_str = 0;
+
+	for (i = 0; i < n; i++) {
+		if (in_str) {
+			if (p[i] == '\\')
+				i++;
+			else if (p[i] == '"')
+				in_str = 0;
+		} else if (p[i] == '"') {
+			in_str = 1;
+		} else if (p[i] == '{' || p[i] == '[') {
+			if (++depth > max)
+				max = depth;
+		} else if ((p[i] == '}' || p[i] == ']') && depth > 0) {
+			depth--;
+		}
+	}
+	return max;
+}
+
 int
 api_object_or_respond(struct api_req *rq, json_t **obj)
 {
 	json_error_t jerr;
 	json_t *j;
+	size_t limit = rq->ctx && rq->ctx->max_json_depth > 0 ?
+	    (size_t)rq->ctx->max_json_depth : 32;
 
 	*obj = NULL;
 	if (rq->body_len == 0) {
 		api_error(rq, KM_ERR_INVALID_JSON, "request body is empty");
+		return -1;
+	}
+	if (json_depth(rq->body, rq->body_len) > limit) {
+		api_error(rq, KM_ERR_INVALID_JSON, "body nests deeper than %zu "
+		    "levels", limit);
 		return -1;
 	}
 	j = json_loadb((const char *)rq->body, rq->body_len,
@@ -448,6 +484,12 @@ api_dispatch(struct api_req *rq)
 		api_audit_set(rq, "key", json_string(rq->params[0]));
 	if ((r = api_authenticate(rq)) != KM_OK) {
 		api_error(rq, r, "a valid bearer token is required");
+		goto audit;
+	}
+	if (rq->ctx->rl != NULL && rl_take(rq->ctx->rl, rq->who.token_id,
+	    km_now_us(), &rq->retry_after) != KM_OK) {
+		api_error(rq, KM_ERR_RATE_LIMITED, "token %s is over its rate "
+		    "limit; retry in %u s", rq->who.token_id, rq->retry_after);
 		goto audit;
 	}
 	if (api_role_or_respond(rq, rt->roles) != 0)

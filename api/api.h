@@ -16,6 +16,7 @@ struct hsm;
 struct store;
 struct audit;
 struct usage;
+struct rl;
 
 /* Everything a handler may use; owned by main. */
 struct api_ctx {
@@ -24,6 +25,8 @@ struct api_ctx {
 	struct store *store;
 	struct audit *audit;
 	struct usage *usage;
+	struct rl *rl;		/* per-token rate limits, or NULL */
+	long max_json_depth;
 	const char *audit_origin;
 	json_t *audit_keys;	/* [{label, kid, pem, jwk}] of checkpoint keys */
 };
@@ -55,6 +58,7 @@ struct api_req {
 	const char *auth_header;	/* borrowed from the connection */
 	const char *if_none_match;
 	char allow[64];			/* methods of the path, for a 405 */
+	unsigned retry_after;		/* seconds, for a 429 */
 	/* Query-string lookup, provided by the HTTP layer. */
 	const char *(*get_arg)(void *conn, const char *name);
 	void *conn;

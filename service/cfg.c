@@ -49,6 +49,10 @@ static const struct cfg_item cfg_items[] = {
 	{ "audit_checkpoint_records", L(audit_checkpoint_records), "1000", 1, 100000000, "a signed checkpoint at least every this many records" },
 	{ "audit_checkpoint_seconds", L(audit_checkpoint_seconds), "60", 1, 86400, "and at least this often while records arrive" },
 	{ "audit_segment_bytes", L(audit_segment_bytes), "67108864", 4096, 1073741824, "a new audit segment file once one reaches this size" },
+	{ "rate_limit", L(rate_limit), "0", 0, 1000000, "requests per second per token (0: no limit); more get 429" },
+	{ "rate_limit_burst", L(rate_limit_burst), "0", 0, 10000000, "requests a token may send at once (0: twice rate_limit)" },
+	{ "max_connections_per_ip", L(max_connections_per_ip), "0", 0, 65536, "concurrent connections from one address (0: no limit)" },
+	{ "max_json_depth", L(max_json_depth), "32", 2, 1000, "deepest nesting of objects and arrays in a request body" },
 	{ "retire_idle_seconds", L(retire_idle_seconds), "86400", 0, 31622400, "a version used more recently cannot be retired without force" },
 };
 

@@ -29,6 +29,10 @@ struct cfg {
 	long audit_checkpoint_records;
 	long audit_checkpoint_seconds;
 	long audit_segment_bytes;
+	long rate_limit;		/* requests/s per token; 0 = off */
+	long rate_limit_burst;
+	long max_connections_per_ip;
+	long max_json_depth;
 	long retire_idle_seconds; /* a version used this recently cannot be retired */
 };
 

@@ -38,6 +38,7 @@ static const char *const km_err_names[KM_ERR_COUNT] = {
 	[KM_ERR_INVALID_TRANSITION] = "state transition not allowed",
 	[KM_ERR_VERSION_IN_USE] = "key version still in use",
 	[KM_ERR_TOO_LARGE] = "payload too large",
+	[KM_ERR_RATE_LIMITED] = "rate limited",
 	[KM_ERR_HSM] = "token unavailable",
 	[KM_ERR_HSM_AUTH] = "token login failed",
 	[KM_ERR_STORE] = "metadata store unavailable",

@@ -25,6 +25,7 @@
 #include "jwk.h"
 #include "kmsd_version.h"
 #include "log.h"
+#include "ratelimit.h"
 #include "server.h"
 #include "store.h"
 #include "usage.h"
@@ -308,6 +309,13 @@ main(int argc, char **argv)
 		goto out;
 	}
 	ctx.cfg = c;
+	ctx.max_json_depth = c->max_json_depth;
+	if (c->rate_limit > 0 && rl_new((double)c->rate_limit,
+	    (double)(c->rate_limit_burst ? c->rate_limit_burst :
+	    2 * c->rate_limit), &ctx.rl) != KM_OK) {
+		log_error("cannot set up rate limits");
+		goto out;
+	}
 	if ((r = open_hsm(c, &ctx.hsm)) != KM_OK) {
 		log_error("cannot use the token: %s", km_strerror(r));
 		goto out;
@@ -348,6 +356,7 @@ main(int argc, char **argv)
 out:
 	server_stop(srv);
 	usage_free(ctx.usage);
+	rl_free(ctx.rl);
 	audit_free(ctx.audit);
 	json_decref(ctx.audit_keys);
 	store_free(ctx.store);

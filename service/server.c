@@ -46,7 +46,7 @@ get_arg(void *conn, const char *name)
 
 static enum MHD_Result
 send_json(struct MHD_Connection *conn, int status, json_t *answer,
-    const char *request_id, const char *allow)
+    const char *request_id, const char *allow, unsigned retry_after)
 {
 	struct MHD_Response *resp;
 	enum MHD_Result ret;
@@ -73,6 +73,12 @@ send_json(struct MHD_Connection *conn, int status, json_t *answer,
 	MHD_add_response_header(resp, "Cache-Control", "no-store");
 	if (status == 405 && allow != NULL && allow[0] != '\0')
 		MHD_add_response_header(resp, "Allow", allow);
+	if (status == 429) {
+		char secs[16];
+
+		snprintf(secs, sizeof(secs), "%u", retry_after ? retry_after : 1);
+		MHD_add_response_header(resp, "Retry-After", secs);
+	}
 	ret = MHD_queue_response(conn, (unsigned)status, resp);
 	MHD_destroy_response(resp);
 	return ret;
@@ -137,7 +143,7 @@ answer_too_large(struct server *srv, struct MHD_Connection *conn,
 	if (api_audit_now(&rq, "error", rq.status) != KM_OK)
 		api_error(&rq, KM_ERR_AUDIT, "the audit record could not be "
 		    "written");
-	ret = send_json(conn, rq.status, rq.answer, rq.request_id, NULL);
+	ret = send_json(conn, rq.status, rq.answer, rq.request_id, NULL, 0);
 	api_req_clear(&rq);
 	return ret;
 }
@@ -211,7 +217,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 		rq.raw = NULL;
 	} else {
 		ret = send_json(conn, rq.status, rq.answer, rq.request_id,
-		    rq.allow);
+		    rq.allow, rq.retry_after);
 	}
 	api_req_clear(&rq);
 	km_buf_free(&cs->body);
@@ -327,6 +333,7 @@ server_start(const struct cfg *c, struct api_ctx *ctx, struct server **out,
 	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
 	    MHD_OPTION_THREAD_POOL_SIZE, (unsigned)c->http_threads,
 	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)c->max_connections,
+	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)c->max_connections_per_ip,
 	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)c->connection_timeout,
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024,
 	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
