@@ -16,6 +16,7 @@ struct hsm;
 struct store;
 struct audit;
 struct usage;
+struct metrics;
 struct rl;
 
 /* Everything a handler may use; owned by main. */
@@ -25,6 +26,7 @@ struct api_ctx {
 	struct store *store;
 	struct audit *audit;
 	struct usage *usage;
+	struct metrics *metrics;	/* request and scheduler counters, or NULL */
 	struct rl *rl;		/* per-token rate limits, or NULL */
 	long max_json_depth;
 	const char *audit_origin;
@@ -56,6 +58,8 @@ struct api_req {
 	const char *params[API_MAX_PARAMS];	/* captured {segments} */
 	char request_id[33];
 	const char *auth_header;	/* borrowed from the connection */
+	/* Token id that a verified TLS client certificate maps to, or NULL. */
+	const char *tls_token_id;
 	const char *if_none_match;
 	char allow[64];			/* methods of the path, for a 405 */
 	unsigned retry_after;		/* seconds, for a 429 */
@@ -194,5 +198,17 @@ void api_audit_file(struct api_req *rq);
 
 /* A key object as served by GET /v1/keys/{name}. */
 json_t *api_key_json(struct api_req *rq, const void *store_key);
+
+/* A new version of a key of `type`, generated in the token under the
+ * current MEK, state primary, created_at `now_us`; v->wrapped is owned by
+ * the caller. On failure *why says what failed (no secrets). Used by
+ * rotate and by the scheduler (service/scheduler.c). */
+struct store_version;
+int api_key_new_version(struct api_ctx *ctx, const char *type, int64_t now_us,
+    struct store_version *v, const char **why) KM_WUR;
+
+/* GET /metrics (api/metrics.c) and GET /v1/alerts (api/alerts.c). */
+void api_metrics(struct api_req *rq);
+void api_alerts_list(struct api_req *rq);
 
 #endif

@@ -76,27 +76,22 @@ token_split(const char *tok, char id[17], unsigned char secret[32])
 	return KM_OK;
 }
 
-int
-api_authenticate(struct api_req *rq)
+/* Resolves token `id` into rq->who. `digest` is the SHA-256 of the bearer
+ * secret, or NULL when a verified client certificate vouches for the id. */
+static int
+principal_from_token(struct api_req *rq, const char *id,
+    const unsigned char *digest)
 {
 	struct store_token *t = NULL;
-	unsigned char secret[32], digest[SHA256_DIGEST_LENGTH];
-	const char *h = rq->auth_header;
-	char id[17];
 	int r;
 
-	api_principal_clear(&rq->who);
-	if (h == NULL || strncmp(h, "Bearer ", 7) != 0)
-		return KM_ERR_UNAUTHENTICATED;
-	if ((r = token_split(h + 7, id, secret)) != KM_OK)
-		goto out;
-	SHA256(secret, sizeof(secret), digest);
 	if ((r = store_token_get(rq->ctx->store, id, &t)) != KM_OK) {
 		r = r == KM_ERR_TOKEN_NOT_FOUND ? KM_ERR_UNAUTHENTICATED : r;
 		goto out;
 	}
 	/* Constant time, so response timing says nothing about the hash. */
-	if (CRYPTO_memcmp(digest, t->hash, sizeof(digest)) != 0 ||
+	if ((digest != NULL &&
+	    CRYPTO_memcmp(digest, t->hash, SHA256_DIGEST_LENGTH) != 0) ||
 	    t->revoked_at != 0 ||
 	    (t->expires_at != 0 && t->expires_at <= km_now_us()) ||
 	    api_role_parse(t->role, &rq->who.role) != KM_OK) {
@@ -107,13 +102,40 @@ api_authenticate(struct api_req *rq)
 		r = KM_ERR_NOMEM;
 		goto out;
 	}
-	memcpy(rq->who.token_id, id, sizeof(id));
+	snprintf(rq->who.token_id, sizeof(rq->who.token_id), "%s", id);
 	snprintf(rq->who.actor, sizeof(rq->who.actor), "token:%s", id);
 	rq->who.authenticated = 1;
 	r = KM_OK;
 out:
-	OPENSSL_cleanse(secret, sizeof(secret));
 	store_token_free(t);
+	return r;
+}
+
+int
+api_authenticate(struct api_req *rq)
+{
+	unsigned char secret[32], digest[SHA256_DIGEST_LENGTH];
+	const char *h = rq->auth_header;
+	char id[17];
+	int r;
+
+	api_principal_clear(&rq->who);
+	if (h == NULL && rq->tls_token_id != NULL)
+		return principal_from_token(rq, rq->tls_token_id, NULL);
+	if (h == NULL || strncmp(h, "Bearer ", 7) != 0)
+		return KM_ERR_UNAUTHENTICATED;
+	if ((r = token_split(h + 7, id, secret)) != KM_OK)
+		goto out;
+	/* A bearer token and a client certificate must name one principal. */
+	if (rq->tls_token_id != NULL && strcmp(id, rq->tls_token_id) != 0) {
+		r = KM_ERR_UNAUTHENTICATED;
+		goto out;
+	}
+	SHA256(secret, sizeof(secret), digest);
+	r = principal_from_token(rq, id, digest);
+out:
+	OPENSSL_cleanse(secret, sizeof(secret));
+	OPENSSL_cleanse(digest, sizeof(digest));
 	return r;
 }
 

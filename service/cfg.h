@@ -18,6 +18,11 @@ struct cfg {
 	char *port_file;	/* written with the bound port once listening; may be NULL */
 	char *audit_origin;	/* origin line of checkpoints */
 	char *audit_key_label;	/* token label of the checkpoint key */
+	char *tls_cert_file;	/* TLS on when set */
+	char *tls_key_file;
+	char *tls_client_ca_file; /* mutual TLS on when set */
+	char *tls_priorities;
+	char *mtls_subjects_file;
 	char *log_level;	/* error|warn|info|debug */
 	long http_threads;	/* libmicrohttpd thread pool; default: cores */
 	long hsm_sessions;	/* PKCS#11 session pool; default http_threads + 2 */

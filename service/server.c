@@ -9,23 +9,38 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include <gnutls/gnutls.h>
 #include <microhttpd.h>
+#include <openssl/bio.h>
 #include <openssl/crypto.h>
+#include <openssl/x509.h>
 
 #include "api.h"
 #include "cfg.h"
 #include "log.h"
 
+struct mtls_entry {
+	char token_id[17];
+	char *subject;		/* RFC 2253 */
+};
+
 struct server {
 	struct MHD_Daemon *daemon;
 	struct api_ctx *ctx;
 	size_t max_body;
+	/* PEM text handed to libmicrohttpd; kept until the daemon stops. */
+	char *tls_cert, *tls_key, *tls_ca;
+	size_t tls_key_len;
+	struct mtls_entry *mtls;
+	size_t n_mtls;
 };
 
 /* Per-connection request state, created on the first callback. */
 struct conn_state {
 	struct km_buf body;
 	int too_large;
+	char tls_subject[512];		/* verified client certificate */
+	const char *tls_token_id;	/* what it maps to, or NULL */
 };
 
 static void
@@ -162,6 +177,63 @@ declared_too_large(struct server *srv, struct MHD_Connection *conn)
 	return *end != '\0' || n > srv->max_body;
 }
 
+/* The RFC 2253 subject of the client's certificate, if it verifies
+ * against tls_client_ca_file (chain and validity dates). -1 otherwise. */
+static int
+client_subject(struct MHD_Connection *conn, char *out, size_t outlen)
+{
+	const union MHD_ConnectionInfo *ci;
+	const gnutls_datum_t *peers;
+	const unsigned char *p;
+	gnutls_session_t s;
+	unsigned status = 1, n = 0;
+	X509 *x = NULL;
+	BIO *bio = NULL;
+	int len, r = -1;
+
+	out[0] = '\0';
+	ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+	if (ci == NULL || (s = ci->tls_session) == NULL)
+		return -1;
+	if (gnutls_certificate_verify_peers2(s, &status) != GNUTLS_E_SUCCESS ||
+	    status != 0)
+		return -1;
+	if ((peers = gnutls_certificate_get_peers(s, &n)) == NULL || n == 0)
+		return -1;
+	p = peers[0].data;
+	if ((x = d2i_X509(NULL, &p, (long)peers[0].size)) == NULL ||
+	    (bio = BIO_new(BIO_s_mem())) == NULL ||
+	    X509_NAME_print_ex(bio, X509_get_subject_name(x), 0,
+	    XN_FLAG_RFC2253) < 0)
+		goto out;
+	len = BIO_read(bio, out, (int)outlen - 1);
+	if (len <= 0)
+		goto out;
+	out[len] = '\0';
+	r = 0;
+out:
+	BIO_free(bio);
+	X509_free(x);
+	return r;
+}
+
+static void
+map_client(struct server *srv, struct MHD_Connection *conn,
+    struct conn_state *cs)
+{
+	size_t i;
+
+	if (srv->n_mtls == 0 ||
+	    client_subject(conn, cs->tls_subject, sizeof(cs->tls_subject)) != 0)
+		return;
+	for (i = 0; i < srv->n_mtls; i++) {
+		if (strcmp(srv->mtls[i].subject, cs->tls_subject) == 0) {
+			cs->tls_token_id = srv->mtls[i].token_id;
+			return;
+		}
+	}
+}
+
 static enum MHD_Result
 on_request(void *cls, struct MHD_Connection *conn, const char *url,
     const char *method, const char *version, const char *upload_data,
@@ -178,6 +250,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 			return MHD_NO;
 		cs->body.limit = srv->max_body;
 		*con_cls = cs;
+		map_client(srv, conn, cs);
 		if (declared_too_large(srv, conn)) {
 			cs->too_large = 1;
 			return answer_too_large(srv, conn, url, method);
@@ -210,7 +283,10 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 	    MHD_HTTP_HEADER_IF_NONE_MATCH);
 	rq.get_arg = get_arg;
 	rq.conn = conn;
+	rq.tls_token_id = cs->tls_token_id;
 	new_request_id(rq.request_id);
+	if (cs->tls_token_id != NULL)
+		api_audit_set(&rq, "tls_subject", json_string(cs->tls_subject));
 	api_dispatch(&rq);
 	if (rq.raw != NULL && rq.status == 200) {
 		ret = send_raw(conn, &rq);
@@ -303,11 +379,159 @@ parse_listen(const char *listen, struct sockaddr_storage *ss, int *family)
 	return KM_OK;
 }
 
+static int
+read_text(const char *path, char **out, size_t *len)
+{
+	FILE *f;
+	char *buf = NULL;
+	long n;
+	int r = KM_ERR_CONFIG;
+
+	*out = NULL;
+	if ((f = fopen(path, "r")) == NULL) {
+		log_error("cannot open %s", path);
+		return KM_ERR_CONFIG;
+	}
+	if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || n > (1 << 20) ||
+	    fseek(f, 0, SEEK_SET) != 0 || (buf = malloc((size_t)n + 1)) == NULL ||
+	    fread(buf, 1, (size_t)n, f) != (size_t)n) {
+		log_error("cannot read %s", path);
+		free(buf);
+		goto out;
+	}
+	buf[n] = '\0';
+	*out = buf;
+	if (len != NULL)
+		*len = (size_t)n;
+	r = KM_OK;
+out:
+	fclose(f);
+	return r;
+}
+
+/* Lines "<16-hex token id> <RFC 2253 subject>"; '#' starts a comment. */
+static int
+load_mtls_map(struct server *srv, const char *path)
+{
+	char line[1024];
+	FILE *f;
+	int lineno = 0, r = KM_OK;
+
+	if ((f = fopen(path, "r")) == NULL) {
+		log_error("cannot open mtls_subjects_file %s", path);
+		return KM_ERR_CONFIG;
+	}
+	while (r == KM_OK && fgets(line, sizeof(line), f) != NULL) {
+		struct mtls_entry *n;
+		char *subj;
+		size_t i;
+
+		lineno++;
+		line[strcspn(line, "\r\n")] = '\0';
+		if (line[0] == '\0' || line[0] == '#')
+			continue;
+		for (i = 0; i < 16; i++)
+			if (!((line[i] >= '0' && line[i] <= '9') ||
+			    (line[i] >= 'a' && line[i] <= 'f')))
+				break;
+		subj = line + 17;
+		if (i != 16 || line[16] != ' ' || *subj == '\0') {
+			log_error("%s:%d: expected '<token id> <subject>'", path,
+			    lineno);
+			r = KM_ERR_CONFIG;
+			break;
+		}
+		if ((n = realloc(srv->mtls, (srv->n_mtls + 1) * sizeof(*n))) == NULL) {
+			r = KM_ERR_NOMEM;
+			break;
+		}
+		srv->mtls = n;
+		memcpy(n[srv->n_mtls].token_id, line, 16);
+		n[srv->n_mtls].token_id[16] = '\0';
+		if ((n[srv->n_mtls].subject = strdup(subj)) == NULL) {
+			r = KM_ERR_NOMEM;
+			break;
+		}
+		srv->n_mtls++;
+	}
+	fclose(f);
+	return r;
+}
+
+static int
+load_tls(struct server *srv, const struct cfg *c)
+{
+	int r;
+
+	if (c->tls_cert_file == NULL)
+		return KM_OK;
+	if (c->tls_key_file == NULL) {
+		log_error("tls_cert_file is set but tls_key_file is not");
+		return KM_ERR_CONFIG;
+	}
+	if ((r = read_text(c->tls_cert_file, &srv->tls_cert, NULL)) != KM_OK ||
+	    (r = read_text(c->tls_key_file, &srv->tls_key, &srv->tls_key_len)) != KM_OK)
+		return r;
+	if (c->tls_client_ca_file != NULL &&
+	    (r = read_text(c->tls_client_ca_file, &srv->tls_ca, NULL)) != KM_OK)
+		return r;
+	if (c->mtls_subjects_file != NULL) {
+		if (srv->tls_ca == NULL) {
+			log_error("mtls_subjects_file needs tls_client_ca_file");
+			return KM_ERR_CONFIG;
+		}
+		if ((r = load_mtls_map(srv, c->mtls_subjects_file)) != KM_OK)
+			return r;
+	}
+	return KM_OK;
+}
+
+/* The TLS part of the daemon's options (an empty list without TLS). */
+static struct MHD_OptionItem *
+tls_options(struct server *srv, const struct cfg *c,
+    struct MHD_OptionItem o[5])
+{
+	size_t n = 0;
+
+	if (srv->tls_cert != NULL) {
+		o[n++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_MEM_CERT, 0,
+		    srv->tls_cert };
+		o[n++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_MEM_KEY, 0,
+		    srv->tls_key };
+		o[n++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_PRIORITIES, 0,
+		    c->tls_priorities };
+		/* With a trust list libmicrohttpd asks for a client
+		 * certificate; map_client verifies it. */
+		if (srv->tls_ca != NULL)
+			o[n++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_MEM_TRUST,
+			    0, srv->tls_ca };
+	}
+	o[n] = (struct MHD_OptionItem){ MHD_OPTION_END, 0, NULL };
+	return o;
+}
+
+static void
+server_free(struct server *s)
+{
+	size_t i;
+
+	if (s == NULL)
+		return;
+	for (i = 0; i < s->n_mtls; i++)
+		free(s->mtls[i].subject);
+	free(s->mtls);
+	km_secure_free(s->tls_key, s->tls_key_len);
+	free(s->tls_cert);
+	free(s->tls_ca);
+	free(s);
+}
+
 int
 server_start(const struct cfg *c, struct api_ctx *ctx, struct server **out,
     uint16_t *port)
 {
 	struct sockaddr_storage ss;
+	struct MHD_OptionItem tls_opts[5];
 	const union MHD_DaemonInfo *info;
 	struct server *srv;
 	unsigned flags;
@@ -323,10 +547,16 @@ server_start(const struct cfg *c, struct api_ctx *ctx, struct server **out,
 		return KM_ERR_NOMEM;
 	srv->ctx = ctx;
 	srv->max_body = (size_t)c->max_body;
+	if ((r = load_tls(srv, c)) != KM_OK) {
+		server_free(srv);
+		return r;
+	}
 	flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
 	    MHD_USE_ERROR_LOG;
 	if (family == AF_INET6)
 		flags |= MHD_USE_IPv6;
+	if (srv->tls_cert != NULL)
+		flags |= MHD_USE_TLS;
 	/* The logger must come first or MHD logs the earlier options itself. */
 	srv->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, srv,
 	    MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv,
@@ -338,10 +568,12 @@ server_start(const struct cfg *c, struct api_ctx *ctx, struct server **out,
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024,
 	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
 	    MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, srv,
+	    MHD_OPTION_ARRAY, tls_options(srv, c, tls_opts),
 	    MHD_OPTION_END);
 	if (srv->daemon == NULL) {
-		log_error("cannot listen on %s", c->listen);
-		free(srv);
+		log_error("cannot listen on %s%s", c->listen, srv->tls_cert ?
+		    " (check the TLS certificate, key and priorities)" : "");
+		server_free(srv);
 		return KM_ERR_IO;
 	}
 	info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
@@ -356,5 +588,5 @@ server_stop(struct server *s)
 	if (s == NULL)
 		return;
 	MHD_stop_daemon(s->daemon);
-	free(s);
+	server_free(s);
 }
