@@ -1,5 +1,5 @@
-/* kmsctl: the command-line client of kmsd (keys, wrap/unwrap, tokens) and
- * the first-run setup (`kmsctl init`). */
+/* kmsctl: the command-line client of kmsd (keys, wrap/unwrap, tokens, the
+ * audit commands of kmsctl_audit.c) and the first-run setup (`kmsctl init`). */
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -18,6 +18,7 @@
 #include "boot.h"
 #include "cfg.h"
 #include "km.h"
+#include "kmsctl_audit.h"
 #include "kmsctl_http.h"
 #include "kmsd_version.h"
 #include "log.h"
@@ -93,6 +94,10 @@ static const char usage_main[] =
     "  token create  create an API token (printed once)\n"
     "  token list    list API tokens\n"
     "  token revoke  revoke an API token\n"
+    "  audit export  download a bundle of the audit log (auditor token)\n"
+    "  audit verify  check a bundle offline: chain, checkpoints, quorum\n"
+    "  audit head    the chain head and the newest signed checkpoint\n"
+    "  audit records query audit records; --csv gives the exposure report\n"
     "\n"
     "Options: --token-file FILE  read the bearer token from FILE\n"
     "         --version          print the version\n"
@@ -1677,6 +1682,12 @@ cmd_token(int argc, char **argv)
 	return dispatch(token_cmds, "token ", usage_token, argc - 1, argv + 1);
 }
 
+static int
+cmd_audit(int argc, char **argv)
+{
+	return cli_audit_main(argc, argv, g_token_file);
+}
+
 static const struct cmd main_cmds[] = {
 	{ "init", cmd_init },
 	{ "key", cmd_key },
@@ -1685,6 +1696,7 @@ static const struct cmd main_cmds[] = {
 	{ "rewrap", cmd_rewrap },
 	{ "datakey", cmd_datakey },
 	{ "token", cmd_token },
+	{ "audit", cmd_audit },
 	{ NULL, NULL }
 };
 
