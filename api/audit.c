@@ -103,7 +103,7 @@ api_audit_checkpoints(struct api_req *rq)
 
 struct record_query {
 	const char *key, *actor, *op;
-	int has_version;
+	int has_version, has_since, has_until;
 	json_int_t version;
 	int64_t since, until;
 	size_t limit;
@@ -153,11 +153,12 @@ record_matches(const struct record_query *q, json_t *rec)
 		return 0;
 	if (q->has_version && !version_matches(rec, q->version))
 		return 0;
-	if (q->since || q->until) {
+	if (q->has_since || q->has_until) {
 		const char *t = json_string_value(json_object_get(rec, "ts"));
 
 		if (t == NULL || km_time_parse(t, &ts) != KM_OK ||
-		    (q->since && ts < q->since) || (q->until && ts > q->until))
+		    (q->has_since && ts < q->since) ||
+		    (q->has_until && ts > q->until))
 			return 0;
 	}
 	return 1;
@@ -169,7 +170,9 @@ collect(void *arg, uint64_t seq, const char *line, size_t len)
 	struct record_query *q = arg;
 	json_t *rec;
 
-	if ((rec = json_loadb(line, len, 0, NULL)) == NULL)
+	/* As strict as the offline verifier: a line with a repeated member
+	 * is not a record, so no query shows a value it would refuse. */
+	if ((rec = json_loadb(line, len, JSON_REJECT_DUPLICATES, NULL)) == NULL)
 		return 0;
 	if (record_matches(q, rec)) {
 		/* The page is full: this match starts the next one. */
@@ -211,6 +214,8 @@ api_audit_records(struct api_req *rq)
 	    json_integer((json_int_t)to), "key", api_arg(rq, "key"), "version", v,
 	    "actor", api_arg(rq, "actor"), "op", api_arg(rq, "op"),
 	    "since", api_arg(rq, "since"), "until", api_arg(rq, "until")));
+	q.has_since = api_arg(rq, "since") != NULL;
+	q.has_until = api_arg(rq, "until") != NULL;
 	q.key = api_arg(rq, "key");
 	q.actor = api_arg(rq, "actor");
 	q.op = api_arg(rq, "op");

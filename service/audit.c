@@ -486,6 +486,117 @@ open_checkpoints(struct audit *a)
 	return r;
 }
 
+/* First and last line of a sealed segment: seq of each and the hash of
+ * the last, read without loading the middle. */
+static int
+segment_edges(const char *path, json_int_t *first_seq, json_int_t *first_prev_ok,
+    const unsigned char want_prev[32], json_int_t *last_seq,
+    unsigned char last_hash[32])
+{
+	unsigned char *buf = NULL;
+	char want_hex[65];
+	json_t *rec = NULL;
+	struct stat st;
+	size_t chunk = 1 << 16, n;
+	ssize_t got;
+	off_t from;
+	int fd, r = KM_ERR_AUDIT;
+
+	km_hex(want_prev, 32, want_hex);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return KM_ERR_AUDIT;
+	if (fstat(fd, &st) != 0 || st.st_size == 0 ||
+	    (buf = malloc(MAX_LINE + 1)) == NULL)
+		goto out;
+	/* First line. */
+	n = st.st_size < (off_t)MAX_LINE ? (size_t)st.st_size : MAX_LINE;
+	if ((got = pread(fd, buf, n, 0)) <= 0)
+		goto out;
+	buf[got] = '\0';
+	if ((n = strcspn((char *)buf, "\n")) == (size_t)got ||
+	    (rec = json_loadb((char *)buf, n, 0, NULL)) == NULL)
+		goto out;
+	*first_seq = json_integer_value(json_object_get(rec, "seq"));
+	*first_prev_ok = json_is_string(json_object_get(rec, "prev")) &&
+	    strcmp(json_string_value(json_object_get(rec, "prev")), want_hex) == 0;
+	json_decref(rec);
+	rec = NULL;
+	if (last_seq == NULL) {		/* the live segment: its tail may be torn */
+		r = KM_OK;
+		goto out;
+	}
+	/* Last line: read back from the end until a whole line is held. */
+	for (;;) {
+		from = st.st_size > (off_t)chunk ? st.st_size - (off_t)chunk : 0;
+		if ((got = pread(fd, buf, (size_t)(st.st_size - from), from)) <= 0)
+			goto out;
+		if (buf[got - 1] != '\n')
+			goto out;
+		for (n = (size_t)got - 1; n > 0 && buf[n - 1] != '\n'; n--)
+			;
+		if (n > 0 || from == 0)
+			break;
+		if (chunk >= MAX_LINE)
+			goto out;
+		chunk *= 4;
+	}
+	if ((rec = json_loadb((char *)buf + n, (size_t)got - 1 - n, 0, NULL)) == NULL)
+		goto out;
+	*last_seq = json_integer_value(json_object_get(rec, "seq"));
+	SHA256(buf + n, (size_t)got - 1 - n, last_hash);
+	r = KM_OK;
+out:
+	json_decref(rec);
+	free(buf);
+	close(fd);
+	return r;
+}
+
+/* Every sealed segment must start where the one before ended, with the
+ * right link: a segment deleted or replaced in the middle of the log is
+ * refused at start, not only by an auditor's verify. */
+static int
+check_segment_links(const char *dir, char **names, size_t n)
+{
+	unsigned char prev[32] = { 0 }, last[32];
+	json_int_t first, last_seq = -1, prev_ok;
+	uint64_t named;
+	size_t i;
+	char *path;
+	int r;
+
+	for (i = 0; i < n; i++) {
+		int live = i + 1 == n;
+
+		(void)segment_name_ok(names[i], &named);
+		if ((path = join(dir, names[i])) == NULL)
+			return KM_ERR_NOMEM;
+		r = segment_edges(path, &first, &prev_ok, prev,
+		    live ? NULL : &last_seq, last);
+		free(path);
+		/* An empty live segment (just rolled) has nothing to check. */
+		if (live && r != KM_OK)
+			break;
+		if (r != KM_OK || first != (json_int_t)named ||
+		    (i > 0 && !prev_ok) || (i == 0 && named == 0 && !prev_ok)) {
+			log_error("audit: segment %s/%s does not continue the "
+			    "chain; refusing to start", dir, names[i]);
+			return KM_ERR_AUDIT;
+		}
+		if (live)
+			break;
+		(void)segment_name_ok(names[i + 1], &named);
+		if (last_seq + 1 != (json_int_t)named) {
+			log_error("audit: records %lld..%llu are missing before "
+			    "%s/%s; refusing to start", (long long)last_seq + 1,
+			    (unsigned long long)named - 1, dir, names[i + 1]);
+			return KM_ERR_AUDIT;
+		}
+		memcpy(prev, last, sizeof(prev));
+	}
+	return KM_OK;
+}
+
 static int
 open_current(struct audit *a, off_t *cut)
 {
@@ -497,6 +608,8 @@ open_current(struct audit *a, off_t *cut)
 	memset(a->prev, 0, sizeof(a->prev));
 	if ((r = list_segments(a->dir, &names, &n)) != KM_OK)
 		return r;
+	if ((r = check_segment_links(a->dir, names, n)) != KM_OK)
+		goto out;
 	if (n == 0) {
 		name = strdup(SEGMENT_PREFIX "000000000000" SEGMENT_SUFFIX);
 	} else {
@@ -1097,16 +1210,24 @@ audit_segments(struct audit *a, json_t **list)
 		return r;
 	*list = json_array();
 	for (i = 0; i < n; i++) {
+		off_t bytes;
+
 		(void)segment_name_ok(names[i], &first);
 		if ((path = join(a->dir, names[i])) == NULL ||
 		    stat(path, &st) != 0) {
 			free(path);
 			continue;
 		}
+		bytes = st.st_size;
+		/* The live segment: only what is durable, as /files serves. */
+		pthread_mutex_lock(&a->lock);
+		if (a->path != NULL && strcmp(path, a->path) == 0)
+			bytes = a->durable_size;
+		pthread_mutex_unlock(&a->lock);
 		free(path);
 		json_array_append_new(*list, json_pack("{s:s, s:I, s:I}", "name",
 		    names[i], "first_seq", (json_int_t)first, "bytes",
-		    (json_int_t)st.st_size));
+		    (json_int_t)bytes));
 	}
 	free_names(names, n);
 	return *list ? KM_OK : KM_ERR_NOMEM;

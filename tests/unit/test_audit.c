@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #include <CUnit/CUnit.h>
@@ -775,6 +776,50 @@ scan_stop_cb(void *arg, uint64_t seq, const char *line, size_t len)
 	return ++*(size_t *)arg >= 3;
 }
 
+/* Removes the `k`-th segment file (name order) of `dir`. */
+static void
+remove_segment(const char *dir, size_t k)
+{
+	struct dirent **list = NULL;
+	char path[700];
+	int n, i;
+	size_t seen = 0;
+
+	n = scandir(dir, &list, NULL, alphasort);
+	for (i = 0; i < n; i++) {
+		if (strncmp(list[i]->d_name, "audit-", 6) == 0 && seen++ == k) {
+			snprintf(path, sizeof(path), "%s/%s", dir, list[i]->d_name);
+			CU_ASSERT_EQUAL(unlink(path), 0);
+		}
+		free(list[i]);
+	}
+	free(list);
+}
+
+static void
+test_missing_middle_segment(void)
+{
+	struct audit *a = NULL;
+	char d[300];
+	uint64_t i;
+
+	new_dir(d, sizeof(d));
+	CU_ASSERT_EQUAL_FATAL(audit_open(d, &a), KM_OK);
+	audit_set_segment_bytes(a, 1000);
+	for (i = 0; i < 40; i++)
+		append(a, "wrap", i);
+	audit_free(a);
+	a = NULL;
+	/* Intact: it opens. */
+	CU_ASSERT_EQUAL_FATAL(audit_open(d, &a), KM_OK);
+	audit_free(a);
+	a = NULL;
+	/* A segment gone from the middle: refused at start. */
+	remove_segment(d, 2);
+	CU_ASSERT_EQUAL(audit_open(d, &a), KM_ERR_AUDIT);
+	CU_ASSERT_PTR_NULL(a);
+}
+
 static void
 test_scan(void)
 {
@@ -1015,6 +1060,7 @@ main(void)
 		{ "unchained last line is refused", test_unchained_tail },
 		{ "8 threads x 200 appends", test_concurrent },
 		{ "segments continue the chain", test_segments },
+		{ "a missing middle segment is refused", test_missing_middle_segment },
 		{ "scan by seq range", test_scan },
 		{ "signed checkpoints", test_checkpoints },
 		{ "open errors", test_open_errors },
