@@ -41,7 +41,9 @@ test_slow_rate_retry_after(void)
 	CU_ASSERT_EQUAL(rl_take(r, "x", 0, &wait), KM_OK);
 	CU_ASSERT_EQUAL(rl_take(r, "x", SEC / 4, &wait), KM_ERR_RATE_LIMITED);
 	CU_ASSERT_EQUAL(wait, 1);
+	rl_free(r);
 	CU_ASSERT_EQUAL(rl_new(0, 1, &r), KM_ERR_CONFIG);
+	CU_ASSERT_PTR_NULL(r);
 	rl_free(NULL);
 }
 
