@@ -9,13 +9,35 @@
 #include <p11-kit/p11-kit.h>
 #include <p11-kit/uri.h>
 
+#include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/param_build.h>
+#include <openssl/sha.h>
 #include <openssl/x509.h>
 
 #include "log.h"
+
+/* SoftHSM 2.6.1 leaks an ASN1 object on every CKM_EDDSA signature (its
+ * OSSL::byteString2oid never frees what d2i_ASN1_OBJECT made). Under
+ * LeakSanitizer that leak is the token's, not kmsd's: what the token
+ * allocates during that one call is not reported, and nothing else. */
+#if defined(__SANITIZE_ADDRESS__)
+#define HSM_LSAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define HSM_LSAN 1
+#endif
+#endif
+#ifdef HSM_LSAN
+#include <sanitizer/lsan_interface.h>
+#define TOKEN_LEAKS_IGNORED(cond) do { if (cond) __lsan_disable(); } while (0)
+#define TOKEN_LEAKS_REPORTED(cond) do { if (cond) __lsan_enable(); } while (0)
+#else
+#define TOKEN_LEAKS_IGNORED(cond) do { } while (0)
+#define TOKEN_LEAKS_REPORTED(cond) do { } while (0)
+#endif
 
 #define MEK_LABEL_FMT "kms-mek-v%u"
 #define MAX_MEK_CACHE 64
@@ -25,9 +47,21 @@ static const unsigned char p256_params[] = {
 	0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
 };
 
+/* DER of the Ed25519 OID 1.3.101.112 (RFC 8410), the CKA_EC_PARAMS value
+ * of PKCS#11 3.0 for CKK_EC_EDWARDS. */
+static const unsigned char ed25519_params[] = { 0x06, 0x03, 0x2b, 0x65, 0x70 };
+
+/* DER DigestInfo prefix of SHA-256 (RFC 8017 section 9.2 note 1): the
+ * RS256 input of CKM_RSA_PKCS is this followed by the 32-byte digest. */
+static const unsigned char sha256_digest_info[] = {
+	0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03,
+	0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20,
+};
+
 struct cache_entry {
 	char *id;
 	CK_OBJECT_HANDLE handle;
+	int borrowed;		/* a token object: never destroyed by the cache */
 	unsigned refs;
 	struct cache_entry *hnext;		/* hash chain */
 	struct cache_entry *prev, *next;	/* LRU list, most recent first */
@@ -58,6 +92,7 @@ struct hsm {
 	pthread_mutex_t mek_lock;
 	struct mek_slot meks[MAX_MEK_CACHE];
 	size_t n_meks;
+	unsigned no_wrap;	/* 1 << type: the token refused to wrap it */
 
 	pthread_mutex_t cache_lock;
 	struct cache_entry **buckets;
@@ -461,7 +496,8 @@ cache_destroy_all(struct hsm *h)
 	s = h->sessions[0];
 	for (e = h->lru_head; e != NULL; e = next) {
 		next = e->next;
-		(void)h->fn->C_DestroyObject(s, e->handle);
+		if (!e->borrowed)
+			(void)h->fn->C_DestroyObject(s, e->handle);
 		free(e->id);
 		free(e);
 	}
@@ -629,21 +665,33 @@ hsm_mek_create(struct hsm *h, uint32_t version)
 	return KM_OK;
 }
 
+/* C_WrapKey under `mek` with CKM_AES_KEY_WRAP_PAD. The token's own return
+ * value is kept in *rvp, so a caller can tell CKR_KEY_NOT_WRAPPABLE apart;
+ * only other failures are logged. */
 static int
-wrap_key(struct hsm *h, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE mek,
-    CK_OBJECT_HANDLE key, unsigned char **wrapped, size_t *wrapped_len)
+wrap_key_rv(struct hsm *h, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE mek,
+    CK_OBJECT_HANDLE key, unsigned char **wrapped, size_t *wrapped_len,
+    CK_RV *rvp)
 {
 	CK_MECHANISM mech = { CKM_AES_KEY_WRAP_PAD, NULL, 0 };
 	CK_ULONG len = 0;
 	unsigned char *buf;
 	CK_RV rv;
 
-	if ((rv = h->fn->C_WrapKey(s, &mech, mek, key, NULL, &len)) != CKR_OK)
+	*rvp = CKR_OK;
+	if ((rv = h->fn->C_WrapKey(s, &mech, mek, key, NULL, &len)) != CKR_OK) {
+		*rvp = rv;
+		if (rv == CKR_KEY_NOT_WRAPPABLE)
+			return KM_ERR_UNSUPPORTED_KEY_TYPE;
 		return rv_err(rv, "C_WrapKey (length)", NULL);
+	}
 	if ((buf = malloc(len)) == NULL)
 		return KM_ERR_NOMEM;
 	if ((rv = h->fn->C_WrapKey(s, &mech, mek, key, buf, &len)) != CKR_OK) {
 		free(buf);
+		*rvp = rv;
+		if (rv == CKR_KEY_NOT_WRAPPABLE)
+			return KM_ERR_UNSUPPORTED_KEY_TYPE;
 		return rv_err(rv, "C_WrapKey", NULL);
 	}
 	*wrapped = buf;
@@ -651,9 +699,120 @@ wrap_key(struct hsm *h, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE mek,
 	return KM_OK;
 }
 
+static int
+wrap_key(struct hsm *h, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE mek,
+    CK_OBJECT_HANDLE key, unsigned char **wrapped, size_t *wrapped_len)
+{
+	CK_RV rv;
+	int r;
+
+	r = wrap_key_rv(h, s, mek, key, wrapped, wrapped_len, &rv);
+	if (rv == CKR_KEY_NOT_WRAPPABLE)
+		(void)rv_err(rv, "C_WrapKey", NULL);
+	return r;
+}
+
 int
-hsm_key_generate(struct hsm *h, enum hsm_key_type type, uint32_t mek_version,
-    unsigned char **wrapped, size_t *wrapped_len)
+hsm_key_type_parse(const char *name, enum hsm_key_type *out)
+{
+	static const struct {
+		const char *name;
+		enum hsm_key_type type;
+	} types[] = {
+		{ "aes256-gcm", HSM_KEY_AES256 },
+		{ "ec-p256", HSM_KEY_EC_P256 },
+		{ "rsa-2048", HSM_KEY_RSA2048 },
+		{ "rsa-3072", HSM_KEY_RSA3072 },
+		{ "ed25519", HSM_KEY_ED25519 },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+		if (strcmp(name, types[i].name) == 0) {
+			*out = types[i].type;
+			return KM_OK;
+		}
+	}
+	return KM_ERR_UNSUPPORTED_KEY_TYPE;
+}
+
+int
+hsm_key_type_is_pair(enum hsm_key_type type)
+{
+	return type == HSM_KEY_EC_P256 || type == HSM_KEY_RSA2048 ||
+	    type == HSM_KEY_RSA3072 || type == HSM_KEY_ED25519;
+}
+
+int
+hsm_key_type_supported(struct hsm *h, enum hsm_key_type type)
+{
+	static const struct {
+		CK_MECHANISM_TYPE mech;
+		CK_FLAGS need;
+		const char *name;
+	} aes[] = {
+		{ CKM_AES_KEY_GEN, CKF_GENERATE, "CKM_AES_KEY_GEN" },
+		{ CKM_AES_GCM, CKF_ENCRYPT, "CKM_AES_GCM" },
+		{ 0, 0, NULL },
+	}, ec[] = {
+		{ CKM_EC_KEY_PAIR_GEN, CKF_GENERATE_KEY_PAIR, "CKM_EC_KEY_PAIR_GEN" },
+		{ CKM_ECDSA, CKF_SIGN, "CKM_ECDSA" },
+		{ 0, 0, NULL },
+	}, rsa[] = {
+		{ CKM_RSA_PKCS_KEY_PAIR_GEN, CKF_GENERATE_KEY_PAIR,
+		    "CKM_RSA_PKCS_KEY_PAIR_GEN" },
+		{ CKM_RSA_PKCS, CKF_SIGN, "CKM_RSA_PKCS" },
+		{ CKM_RSA_PKCS_PSS, CKF_SIGN, "CKM_RSA_PKCS_PSS" },
+		{ 0, 0, NULL },
+	}, ed[] = {
+		{ CKM_EC_EDWARDS_KEY_PAIR_GEN, CKF_GENERATE_KEY_PAIR,
+		    "CKM_EC_EDWARDS_KEY_PAIR_GEN" },
+		{ CKM_EDDSA, CKF_SIGN, "CKM_EDDSA" },
+		{ 0, 0, NULL },
+	}, *m;
+	CK_MECHANISM_INFO info;
+	CK_RV rv;
+
+	switch (type) {
+	case HSM_KEY_AES256: m = aes; break;
+	case HSM_KEY_EC_P256: m = ec; break;
+	case HSM_KEY_RSA2048:
+	case HSM_KEY_RSA3072: m = rsa; break;
+	case HSM_KEY_ED25519: m = ed; break;
+	default: return KM_ERR_UNSUPPORTED_KEY_TYPE;
+	}
+	for (; m->name != NULL; m++) {
+		rv = h->fn->C_GetMechanismInfo(h->slot, m->mech, &info);
+		if (rv == CKR_MECHANISM_INVALID ||
+		    (rv == CKR_OK && (info.flags & m->need) != m->need)) {
+			log_warn("the token has no %s", m->name);
+			return KM_ERR_UNSUPPORTED_KEY_TYPE;
+		}
+		if (rv != CKR_OK)
+			return rv_err(rv, "C_GetMechanismInfo", m->name);
+	}
+	return KM_OK;
+}
+
+void
+hsm_version_label(const char *key, uint32_t version, char *out, size_t outlen)
+{
+	snprintf(out, outlen, "kms-%s-v%u", key, version);
+}
+
+void
+hsm_new_key_clear(struct hsm_new_key *k)
+{
+	if (k == NULL)
+		return;
+	free(k->wrapped);
+	free(k->public_key);
+	memset(k, 0, sizeof(*k));
+}
+
+static int
+aes_generate(struct hsm *h, uint32_t mek_version, unsigned char **wrapped,
+    size_t *wrapped_len)
 {
 	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
 	CK_KEY_TYPE kt = CKK_AES;
@@ -679,10 +838,6 @@ hsm_key_generate(struct hsm *h, enum hsm_key_type type, uint32_t mek_version,
 	CK_RV rv;
 	int r;
 
-	*wrapped = NULL;
-	*wrapped_len = 0;
-	if (type != HSM_KEY_AES256)
-		return KM_ERR_UNSUPPORTED_KEY_TYPE;
 	if ((r = mek_lookup(h, mek_version, &mek)) != KM_OK) {
 		log_error("MEK version %u is not in the token", mek_version);
 		return r == KM_ERR_NOT_FOUND ? KM_ERR_HSM : r;
@@ -703,38 +858,424 @@ out:
 	return r;
 }
 
+/* Generates a key pair of `type`. The public half is always a session
+ * object (kmsd keeps the public key in the store). The private half is
+ * either a temporary extractable session object, made to be wrapped and
+ * destroyed, or (on_token) a token object labelled `label` that is never
+ * extractable. Both are sensitive and may only sign. */
 static int
-unwrap_for_use(struct hsm *h, uint32_t mek_version,
+pair_generate(struct hsm *h, CK_SESSION_HANDLE s, enum hsm_key_type type,
+    int on_token, const char *label, CK_OBJECT_HANDLE *pub,
+    CK_OBJECT_HANDLE *priv)
+{
+	static const CK_BYTE e65537[] = { 0x01, 0x00, 0x01 };
+	CK_MECHANISM mech = { 0, NULL, 0 };
+	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+	CK_ULONG bits = 0;
+	CK_ATTRIBUTE pubt[4], privt[10];
+	CK_ULONG np = 0, nv = 0;
+	CK_RV rv;
+
+	*pub = *priv = CK_INVALID_HANDLE;
+	pubt[np++] = (CK_ATTRIBUTE){ CKA_TOKEN, &no, sizeof(no) };
+	pubt[np++] = (CK_ATTRIBUTE){ CKA_VERIFY, &yes, sizeof(yes) };
+	switch (type) {
+	case HSM_KEY_EC_P256:
+		mech.mechanism = CKM_EC_KEY_PAIR_GEN;
+		pubt[np++] = (CK_ATTRIBUTE){ CKA_EC_PARAMS, (void *)p256_params,
+		    sizeof(p256_params) };
+		break;
+	case HSM_KEY_RSA2048:
+	case HSM_KEY_RSA3072:
+		mech.mechanism = CKM_RSA_PKCS_KEY_PAIR_GEN;
+		bits = type == HSM_KEY_RSA2048 ? 2048 : 3072;
+		pubt[np++] = (CK_ATTRIBUTE){ CKA_MODULUS_BITS, &bits, sizeof(bits) };
+		pubt[np++] = (CK_ATTRIBUTE){ CKA_PUBLIC_EXPONENT, (void *)e65537,
+		    sizeof(e65537) };
+		break;
+	case HSM_KEY_ED25519:
+		mech.mechanism = CKM_EC_EDWARDS_KEY_PAIR_GEN;
+		pubt[np++] = (CK_ATTRIBUTE){ CKA_EC_PARAMS, (void *)ed25519_params,
+		    sizeof(ed25519_params) };
+		break;
+	default:
+		return KM_ERR_UNSUPPORTED_KEY_TYPE;
+	}
+	privt[nv++] = (CK_ATTRIBUTE){ CKA_TOKEN, on_token ? &yes : &no,
+	    sizeof(CK_BBOOL) };
+	privt[nv++] = (CK_ATTRIBUTE){ CKA_PRIVATE, &yes, sizeof(yes) };
+	privt[nv++] = (CK_ATTRIBUTE){ CKA_SENSITIVE, &yes, sizeof(yes) };
+	/* Extractable only as the temporary copy that C_WrapKey needs. */
+	privt[nv++] = (CK_ATTRIBUTE){ CKA_EXTRACTABLE, on_token ? &no : &yes,
+	    sizeof(CK_BBOOL) };
+	privt[nv++] = (CK_ATTRIBUTE){ CKA_SIGN, &yes, sizeof(yes) };
+	privt[nv++] = (CK_ATTRIBUTE){ CKA_DECRYPT, &no, sizeof(no) };
+	privt[nv++] = (CK_ATTRIBUTE){ CKA_UNWRAP, &no, sizeof(no) };
+	privt[nv++] = (CK_ATTRIBUTE){ CKA_DERIVE, &no, sizeof(no) };
+	if (on_token)
+		privt[nv++] = (CK_ATTRIBUTE){ CKA_LABEL, (void *)label,
+		    strlen(label) };
+	rv = h->fn->C_GenerateKeyPair(s, &mech, pubt, np, privt, nv, pub, priv);
+	if (rv != CKR_OK) {
+		*pub = *priv = CK_INVALID_HANDLE;
+		return rv_err(rv, "C_GenerateKeyPair", on_token ? label :
+		    "signing key");
+	}
+	return KM_OK;
+}
+
+/* Reads an attribute of unknown length; *out (free()) holds *len bytes. */
+static int
+get_attr(struct hsm *h, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE obj,
+    CK_ATTRIBUTE_TYPE type, const char *what, unsigned char **out, size_t *len)
+{
+	CK_ATTRIBUTE a = { type, NULL, 0 };
+	CK_RV rv;
+
+	*out = NULL;
+	*len = 0;
+	if ((rv = h->fn->C_GetAttributeValue(s, obj, &a, 1)) != CKR_OK)
+		return rv_err(rv, "C_GetAttributeValue", what);
+	if (a.ulValueLen == 0 || a.ulValueLen > 4096)
+		return KM_ERR_HSM;
+	if ((a.pValue = malloc(a.ulValueLen)) == NULL)
+		return KM_ERR_NOMEM;
+	if ((rv = h->fn->C_GetAttributeValue(s, obj, &a, 1)) != CKR_OK) {
+		free(a.pValue);
+		return rv_err(rv, "C_GetAttributeValue", what);
+	}
+	*out = a.pValue;
+	*len = a.ulValueLen;
+	return KM_OK;
+}
+
+static int
+spki_of(EVP_PKEY *pkey, unsigned char **der, size_t *der_len)
+{
+	unsigned char *p = NULL;
+	int n;
+
+	if ((n = i2d_PUBKEY(pkey, &p)) <= 0)
+		return KM_ERR_INTERNAL;
+	if ((*der = malloc((size_t)n)) == NULL) {
+		OPENSSL_free(p);
+		return KM_ERR_NOMEM;
+	}
+	memcpy(*der, p, (size_t)n);
+	*der_len = (size_t)n;
+	OPENSSL_free(p);
+	return KM_OK;
+}
+
+static int
+rsa_spki(const unsigned char *n, size_t nlen, const unsigned char *e,
+    size_t elen, unsigned char **der, size_t *der_len)
+{
+	OSSL_PARAM_BLD *bld = NULL;
+	OSSL_PARAM *params = NULL;
+	EVP_PKEY_CTX *ctx = NULL;
+	EVP_PKEY *pkey = NULL;
+	BIGNUM *bn = NULL, *be = NULL;
+	int r = KM_ERR_INTERNAL;
+
+	if ((bn = BN_bin2bn(n, (int)nlen, NULL)) == NULL ||
+	    (be = BN_bin2bn(e, (int)elen, NULL)) == NULL ||
+	    (bld = OSSL_PARAM_BLD_new()) == NULL ||
+	    !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, bn) ||
+	    !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, be) ||
+	    (params = OSSL_PARAM_BLD_to_param(bld)) == NULL ||
+	    (ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL)) == NULL ||
+	    EVP_PKEY_fromdata_init(ctx) <= 0 ||
+	    EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0) {
+		log_error("the token's RSA modulus/exponent is not a public key");
+		goto out;
+	}
+	r = spki_of(pkey, der, der_len);
+out:
+	EVP_PKEY_free(pkey);
+	EVP_PKEY_CTX_free(ctx);
+	OSSL_PARAM_free(params);
+	OSSL_PARAM_BLD_free(bld);
+	BN_free(bn);
+	BN_free(be);
+	return r;
+}
+
+static int ec_point_unwrap(const unsigned char *p, size_t n,
+    const unsigned char **pt, size_t *ptlen);
+static int spki_from_point(const unsigned char *pt, size_t ptlen,
+    unsigned char **der, size_t *der_len);
+
+/* The DER SubjectPublicKeyInfo of public key object `pub`. */
+static int
+public_spki(struct hsm *h, CK_SESSION_HANDLE s, enum hsm_key_type type,
+    CK_OBJECT_HANDLE pub, unsigned char **der, size_t *der_len)
+{
+	unsigned char *a = NULL, *b = NULL;
+	const unsigned char *pt;
+	size_t alen = 0, blen = 0, ptlen;
+	EVP_PKEY *pkey = NULL;
+	int r;
+
+	*der = NULL;
+	*der_len = 0;
+	switch (type) {
+	case HSM_KEY_EC_P256:
+		if ((r = get_attr(h, s, pub, CKA_EC_POINT, "CKA_EC_POINT", &a,
+		    &alen)) != KM_OK)
+			break;
+		if ((r = ec_point_unwrap(a, alen, &pt, &ptlen)) != KM_OK) {
+			log_error("CKA_EC_POINT is not an uncompressed P-256 point");
+			break;
+		}
+		r = spki_from_point(pt, ptlen, der, der_len);
+		break;
+	case HSM_KEY_ED25519:
+		if ((r = get_attr(h, s, pub, CKA_EC_POINT, "CKA_EC_POINT", &a,
+		    &alen)) != KM_OK)
+			break;
+		/* A DER OCTET STRING around the 32-byte key, or the bare key. */
+		if (alen == 34 && a[0] == 0x04 && a[1] == 32)
+			pt = a + 2;
+		else if (alen == 32)
+			pt = a;
+		else {
+			log_error("CKA_EC_POINT is not an Ed25519 public key");
+			r = KM_ERR_HSM;
+			break;
+		}
+		if ((pkey = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL,
+		    pt, 32)) == NULL) {
+			r = KM_ERR_INTERNAL;
+			break;
+		}
+		r = spki_of(pkey, der, der_len);
+		break;
+	case HSM_KEY_RSA2048:
+	case HSM_KEY_RSA3072:
+		if ((r = get_attr(h, s, pub, CKA_MODULUS, "CKA_MODULUS", &a,
+		    &alen)) != KM_OK ||
+		    (r = get_attr(h, s, pub, CKA_PUBLIC_EXPONENT,
+		    "CKA_PUBLIC_EXPONENT", &b, &blen)) != KM_OK)
+			break;
+		r = rsa_spki(a, alen, b, blen, der, der_len);
+		break;
+	default:
+		r = KM_ERR_UNSUPPORTED_KEY_TYPE;
+	}
+	EVP_PKEY_free(pkey);
+	free(a);
+	free(b);
+	return r;
+}
+
+static void
+destroy_quietly(struct hsm *h, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE obj,
+    const char *what)
+{
+	CK_RV rv;
+
+	if (obj != CK_INVALID_HANDLE &&
+	    (rv = h->fn->C_DestroyObject(s, obj)) != CKR_OK)
+		(void)rv_err(rv, "C_DestroyObject", what);
+}
+
+/* A signing key pair whose private half leaves the token only wrapped.
+ * KM_ERR_UNSUPPORTED_KEY_TYPE (nothing logged as an error) when the token
+ * refuses to wrap that private key type. */
+static int
+pair_create_wrapped(struct hsm *h, enum hsm_key_type type, CK_OBJECT_HANDLE mek,
+    struct hsm_new_key *out)
+{
+	CK_OBJECT_HANDLE pub = CK_INVALID_HANDLE, priv = CK_INVALID_HANDLE;
+	CK_SESSION_HANDLE s = session_get(h);
+	CK_RV rv;
+	int r;
+
+	if ((r = pair_generate(h, s, type, 0, NULL, &pub, &priv)) != KM_OK ||
+	    (r = public_spki(h, s, type, pub, &out->public_key,
+	    &out->public_key_len)) != KM_OK)
+		goto out;
+	r = wrap_key_rv(h, s, mek, priv, &out->wrapped, &out->wrapped_len, &rv);
+	if (rv == CKR_KEY_NOT_WRAPPABLE) {
+		pthread_mutex_lock(&h->mek_lock);
+		h->no_wrap |= 1u << type;
+		pthread_mutex_unlock(&h->mek_lock);
+		log_info("the token does not wrap this private key type "
+		    "(CKR_KEY_NOT_WRAPPABLE); its versions are kept as token "
+		    "objects");
+	}
+out:
+	/* The extractable copy must not outlive this call. */
+	destroy_quietly(h, s, priv, "generated private key");
+	destroy_quietly(h, s, pub, "generated public key");
+	session_put(h, s);
+	if (r != KM_OK)
+		hsm_new_key_clear(out);
+	return r;
+}
+
+/* A signing key pair whose private half stays on the token as `label`. */
+static int
+pair_create_token(struct hsm *h, enum hsm_key_type type, const char *label,
+    struct hsm_new_key *out)
+{
+	CK_OBJECT_HANDLE pub = CK_INVALID_HANDLE, priv = CK_INVALID_HANDLE;
+	CK_SESSION_HANDLE s = session_get(h);
+	unsigned char id[SHA256_DIGEST_LENGTH];
+	CK_ATTRIBUTE a = { CKA_ID, id, sizeof(id) };
+	CK_RV rv;
+	int r;
+
+	if ((r = pair_generate(h, s, type, 1, label, &pub, &priv)) != KM_OK ||
+	    (r = public_spki(h, s, type, pub, &out->public_key,
+	    &out->public_key_len)) != KM_OK)
+		goto out;
+	/* CKA_ID ties the object to the public key kmsd stores, so a second
+	 * object under the same label (a failed attempt, a racing rotate)
+	 * can never be taken for this one. */
+	SHA256(out->public_key, out->public_key_len, id);
+	if ((rv = h->fn->C_SetAttributeValue(s, priv, &a, 1)) != CKR_OK) {
+		r = rv_err(rv, "C_SetAttributeValue(CKA_ID)", label);
+		goto out;
+	}
+	out->on_token = 1;
+	priv = CK_INVALID_HANDLE;	/* kept */
+	log_info("created token key %s", label);
+out:
+	destroy_quietly(h, s, priv, label);
+	destroy_quietly(h, s, pub, "generated public key");
+	session_put(h, s);
+	if (r != KM_OK)
+		hsm_new_key_clear(out);
+	return r;
+}
+
+int
+hsm_key_create(struct hsm *h, enum hsm_key_type type, uint32_t mek_version,
+    const char *token_label, struct hsm_new_key *out)
+{
+	CK_OBJECT_HANDLE mek;
+	unsigned no_wrap;
+	int r;
+
+	memset(out, 0, sizeof(*out));
+	if (type == HSM_KEY_AES256)
+		return aes_generate(h, mek_version, &out->wrapped,
+		    &out->wrapped_len);
+	if (!hsm_key_type_is_pair(type))
+		return KM_ERR_UNSUPPORTED_KEY_TYPE;
+	pthread_mutex_lock(&h->mek_lock);
+	no_wrap = h->no_wrap;
+	pthread_mutex_unlock(&h->mek_lock);
+	if (!(no_wrap & (1u << type))) {
+		if ((r = mek_lookup(h, mek_version, &mek)) != KM_OK) {
+			log_error("MEK version %u is not in the token", mek_version);
+			return r == KM_ERR_NOT_FOUND ? KM_ERR_HSM : r;
+		}
+		r = pair_create_wrapped(h, type, mek, out);
+		if (r != KM_ERR_UNSUPPORTED_KEY_TYPE)
+			return r;
+	}
+	if (token_label == NULL || token_label[0] == '\0') {
+		log_error("the token does not wrap this key type and no token "
+		    "label was given");
+		return KM_ERR_UNSUPPORTED_KEY_TYPE;
+	}
+	return pair_create_token(h, type, token_label, out);
+}
+
+int
+hsm_key_generate(struct hsm *h, enum hsm_key_type type, uint32_t mek_version,
+    unsigned char **wrapped, size_t *wrapped_len)
+{
+	struct hsm_new_key k;
+	int r;
+
+	*wrapped = NULL;
+	*wrapped_len = 0;
+	if ((r = hsm_key_create(h, type, mek_version, NULL, &k)) != KM_OK)
+		return r;
+	*wrapped = k.wrapped;
+	*wrapped_len = k.wrapped_len;
+	k.wrapped = NULL;
+	hsm_new_key_clear(&k);
+	return KM_OK;
+}
+
+/* The attributes of an unwrapped named key of `type`: for use (sensitive,
+ * not extractable, only its one operation) or as the temporary copy of a
+ * rewrap (extractable so C_WrapKey takes it, no operation at all). The
+ * array points into *t, which must stay where it is while it is used. */
+struct key_tmpl {
+	CK_OBJECT_CLASS cls;
+	CK_KEY_TYPE kt;
+	CK_BBOOL yes, no;
+	CK_ATTRIBUTE a[12];
+	CK_ULONG n;
+};
+
+static int
+key_template(enum hsm_key_type type, int for_use, struct key_tmpl *t)
+{
+	int secret = type == HSM_KEY_AES256;
+
+	t->yes = CK_TRUE;
+	t->no = CK_FALSE;
+	t->n = 0;
+	switch (type) {
+	case HSM_KEY_AES256: t->kt = CKK_AES; break;
+	case HSM_KEY_EC_P256: t->kt = CKK_EC; break;
+	case HSM_KEY_RSA2048:
+	case HSM_KEY_RSA3072: t->kt = CKK_RSA; break;
+	default: return KM_ERR_UNSUPPORTED_KEY_TYPE;
+	}
+	t->cls = secret ? CKO_SECRET_KEY : CKO_PRIVATE_KEY;
+#define ADD(type_, ptr_) \
+	(t->a[t->n++] = (CK_ATTRIBUTE){ (type_), (ptr_), sizeof(*(ptr_)) })
+	ADD(CKA_CLASS, &t->cls);
+	ADD(CKA_KEY_TYPE, &t->kt);
+	ADD(CKA_TOKEN, &t->no);
+	ADD(CKA_PRIVATE, &t->yes);
+	ADD(CKA_SENSITIVE, &t->yes);
+	ADD(CKA_EXTRACTABLE, for_use ? &t->no : &t->yes);
+	if (secret) {
+		ADD(CKA_ENCRYPT, for_use ? &t->yes : &t->no);
+		ADD(CKA_DECRYPT, for_use ? &t->yes : &t->no);
+		if (for_use) {
+			ADD(CKA_WRAP, &t->no);
+			ADD(CKA_UNWRAP, &t->no);
+		}
+	} else {
+		ADD(CKA_SIGN, for_use ? &t->yes : &t->no);
+		ADD(CKA_DECRYPT, &t->no);
+		ADD(CKA_UNWRAP, &t->no);
+		ADD(CKA_DERIVE, &t->no);
+	}
+#undef ADD
+	return KM_OK;
+}
+
+static int
+unwrap_for_use(struct hsm *h, enum hsm_key_type type, uint32_t mek_version,
     const unsigned char *wrapped, size_t wrapped_len, CK_OBJECT_HANDLE *out)
 {
-	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
-	CK_KEY_TYPE kt = CKK_AES;
-	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
 	CK_MECHANISM mech = { CKM_AES_KEY_WRAP_PAD, NULL, 0 };
-	CK_ATTRIBUTE tmpl[] = {
-		{ CKA_CLASS, &cls, sizeof(cls) },
-		{ CKA_KEY_TYPE, &kt, sizeof(kt) },
-		{ CKA_TOKEN, &no, sizeof(no) },
-		{ CKA_PRIVATE, &yes, sizeof(yes) },
-		{ CKA_SENSITIVE, &yes, sizeof(yes) },
-		{ CKA_EXTRACTABLE, &no, sizeof(no) },
-		{ CKA_ENCRYPT, &yes, sizeof(yes) },
-		{ CKA_DECRYPT, &yes, sizeof(yes) },
-		{ CKA_WRAP, &no, sizeof(no) },
-		{ CKA_UNWRAP, &no, sizeof(no) },
-	};
+	struct key_tmpl t;
 	CK_OBJECT_HANDLE mek;
 	CK_SESSION_HANDLE s;
 	CK_RV rv;
 	int r;
 
+	if ((r = key_template(type, 1, &t)) != KM_OK)
+		return r;
 	if ((r = mek_lookup(h, mek_version, &mek)) != KM_OK) {
 		log_error("MEK version %u is not in the token", mek_version);
 		return r == KM_ERR_NOT_FOUND ? KM_ERR_HSM : r;
 	}
 	s = session_get(h);
 	rv = h->fn->C_UnwrapKey(s, &mech, mek, (CK_BYTE_PTR)wrapped,
-	    wrapped_len, tmpl, sizeof(tmpl) / sizeof(tmpl[0]), out);
+	    wrapped_len, t.a, t.n, out);
 	session_put(h, s);
 	if (rv != CKR_OK)
 		return rv_err(rv, "C_UnwrapKey", NULL);
@@ -746,21 +1287,9 @@ hsm_key_rewrap(struct hsm *h, enum hsm_key_type type, uint32_t old_mek,
     uint32_t new_mek, const unsigned char *wrapped, size_t wrapped_len,
     unsigned char **out, size_t *out_len)
 {
-	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
-	CK_KEY_TYPE kt = CKK_AES;
-	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
 	CK_MECHANISM mech = { CKM_AES_KEY_WRAP_PAD, NULL, 0 };
 	/* Extractable, or C_WrapKey refuses it; it lives only for this call. */
-	CK_ATTRIBUTE tmpl[] = {
-		{ CKA_CLASS, &cls, sizeof(cls) },
-		{ CKA_KEY_TYPE, &kt, sizeof(kt) },
-		{ CKA_TOKEN, &no, sizeof(no) },
-		{ CKA_PRIVATE, &yes, sizeof(yes) },
-		{ CKA_SENSITIVE, &yes, sizeof(yes) },
-		{ CKA_EXTRACTABLE, &yes, sizeof(yes) },
-		{ CKA_ENCRYPT, &no, sizeof(no) },
-		{ CKA_DECRYPT, &no, sizeof(no) },
-	};
+	struct key_tmpl t;
 	CK_OBJECT_HANDLE from, to, tmp = CK_INVALID_HANDLE;
 	CK_SESSION_HANDLE s;
 	CK_RV rv;
@@ -768,8 +1297,8 @@ hsm_key_rewrap(struct hsm *h, enum hsm_key_type type, uint32_t old_mek,
 
 	*out = NULL;
 	*out_len = 0;
-	if (type != HSM_KEY_AES256)
-		return KM_ERR_UNSUPPORTED_KEY_TYPE;
+	if ((r = key_template(type, 0, &t)) != KM_OK)
+		return r;
 	if ((r = mek_lookup(h, old_mek, &from)) != KM_OK ||
 	    (r = mek_lookup(h, new_mek, &to)) != KM_OK) {
 		log_error("MEK version %u or %u is not in the token", old_mek,
@@ -778,7 +1307,7 @@ hsm_key_rewrap(struct hsm *h, enum hsm_key_type type, uint32_t old_mek,
 	}
 	s = session_get(h);
 	rv = h->fn->C_UnwrapKey(s, &mech, from, (CK_BYTE_PTR)wrapped, wrapped_len,
-	    tmpl, sizeof(tmpl) / sizeof(tmpl[0]), &tmp);
+	    t.a, t.n, &tmp);
 	if (rv != CKR_OK) {
 		r = rv_err(rv, "C_UnwrapKey (rewrap)", NULL);
 		goto out;
@@ -907,7 +1436,8 @@ destroy_victims(struct hsm *h, struct cache_entry *v)
 	s = session_get(h);
 	for (; v != NULL; v = next) {
 		next = v->hnext;
-		if ((rv = h->fn->C_DestroyObject(s, v->handle)) != CKR_OK)
+		if (!v->borrowed &&
+		    (rv = h->fn->C_DestroyObject(s, v->handle)) != CKR_OK)
 			(void)rv_err(rv, "C_DestroyObject", v->id);
 		free(v->id);
 		free(v);
@@ -915,34 +1445,17 @@ destroy_victims(struct hsm *h, struct cache_entry *v)
 	session_put(h, s);
 }
 
-int
-hsm_key_acquire(struct hsm *h, const char *cache_id, enum hsm_key_type type,
-    uint32_t mek_version, const unsigned char *wrapped, size_t wrapped_len,
-    struct hsm_key **out)
+/* Puts `obj` into the cache as `cache_id` (or finds that a racing thread
+ * did first) and returns a reference. `obj` is consumed: a duplicate copy
+ * is destroyed unless it is `borrowed` (a token object). */
+static int
+cache_insert(struct hsm *h, const char *cache_id, CK_OBJECT_HANDLE obj,
+    int borrowed, struct hsm_key **out)
 {
 	struct cache_entry *e, *fresh = NULL, *victims;
-	CK_OBJECT_HANDLE obj;
 	size_t b;
-	int r;
+	int r = KM_OK;
 
-	*out = NULL;
-	if (type != HSM_KEY_AES256)
-		return KM_ERR_UNSUPPORTED_KEY_TYPE;
-	pthread_mutex_lock(&h->cache_lock);
-	if ((e = cache_find(h, cache_id)) != NULL) {
-		e->refs++;
-		lru_unlink(h, e);
-		lru_push_front(h, e);
-		pthread_mutex_unlock(&h->cache_lock);
-		*out = (struct hsm_key *)e;
-		return KM_OK;
-	}
-	pthread_mutex_unlock(&h->cache_lock);
-
-	/* Unwrap without holding the cache lock; a racing thread may insert
-	 * the same id meanwhile, in which case our copy is destroyed. */
-	if ((r = unwrap_for_use(h, mek_version, wrapped, wrapped_len, &obj)) != KM_OK)
-		return r;
 	if ((fresh = calloc(1, sizeof(*fresh))) == NULL ||
 	    (fresh->id = strdup(cache_id)) == NULL) {
 		free(fresh);
@@ -954,6 +1467,7 @@ hsm_key_acquire(struct hsm *h, const char *cache_id, enum hsm_key_type type,
 		e = fresh;
 		fresh = NULL;
 		e->handle = obj;
+		e->borrowed = borrowed;
 		obj = CK_INVALID_HANDLE;
 		b = hash_id(cache_id) & (h->n_buckets - 1);
 		e->hnext = h->buckets[b];
@@ -972,7 +1486,7 @@ hsm_key_acquire(struct hsm *h, const char *cache_id, enum hsm_key_type type,
 		free(fresh->id);
 		free(fresh);
 	}
-	if (obj != CK_INVALID_HANDLE) {
+	if (obj != CK_INVALID_HANDLE && !borrowed) {
 		CK_SESSION_HANDLE s = session_get(h);
 		CK_RV rv = h->fn->C_DestroyObject(s, obj);
 
@@ -981,6 +1495,153 @@ hsm_key_acquire(struct hsm *h, const char *cache_id, enum hsm_key_type type,
 			(void)rv_err(rv, "C_DestroyObject", "duplicate key copy");
 	}
 	destroy_victims(h, victims);
+	return r;
+}
+
+/* A cached entry for `cache_id`, referenced, or NULL. */
+static struct hsm_key *
+cache_get(struct hsm *h, const char *cache_id)
+{
+	struct cache_entry *e;
+
+	pthread_mutex_lock(&h->cache_lock);
+	if ((e = cache_find(h, cache_id)) != NULL) {
+		e->refs++;
+		lru_unlink(h, e);
+		lru_push_front(h, e);
+	}
+	pthread_mutex_unlock(&h->cache_lock);
+	return (struct hsm_key *)e;
+}
+
+int
+hsm_key_acquire(struct hsm *h, const char *cache_id, enum hsm_key_type type,
+    uint32_t mek_version, const unsigned char *wrapped, size_t wrapped_len,
+    struct hsm_key **out)
+{
+	CK_OBJECT_HANDLE obj;
+	int r;
+
+	*out = NULL;
+	if (type != HSM_KEY_AES256 && type != HSM_KEY_EC_P256 &&
+	    type != HSM_KEY_RSA2048 && type != HSM_KEY_RSA3072)
+		return KM_ERR_UNSUPPORTED_KEY_TYPE;
+	if ((*out = cache_get(h, cache_id)) != NULL)
+		return KM_OK;
+	/* Unwrap without holding the cache lock; a racing thread may insert
+	 * the same id meanwhile, in which case our copy is destroyed. */
+	if ((r = unwrap_for_use(h, type, mek_version, wrapped, wrapped_len,
+	    &obj)) != KM_OK)
+		return r;
+	return cache_insert(h, cache_id, obj, 0, out);
+}
+
+/* The private token key whose CKA_ID is SHA-256(public key): one object
+ * per key pair, whatever its label says. */
+static int
+find_token_key(struct hsm *h, CK_SESSION_HANDLE s, const unsigned char *spki,
+    size_t spki_len, CK_OBJECT_HANDLE *obj)
+{
+	CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+	CK_BBOOL yes = CK_TRUE;
+	unsigned char id[SHA256_DIGEST_LENGTH];
+	CK_ATTRIBUTE tmpl[] = {
+		{ CKA_CLASS, &cls, sizeof(cls) },
+		{ CKA_TOKEN, &yes, sizeof(yes) },
+		{ CKA_ID, id, sizeof(id) },
+	};
+
+	SHA256(spki, spki_len, id);
+	return find_one(h, s, tmpl, 3, obj, "token key");
+}
+
+/* Gives `obj` the label `label` unless it has it already. */
+static int
+ensure_label(struct hsm *h, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE obj,
+    const char *label)
+{
+	unsigned char have[HSM_LABEL_MAX];
+	CK_ATTRIBUTE a = { CKA_LABEL, have, sizeof(have) };
+	size_t n = strlen(label);
+	CK_RV rv;
+
+	rv = h->fn->C_GetAttributeValue(s, obj, &a, 1);
+	if (rv == CKR_OK && a.ulValueLen == n && memcmp(have, label, n) == 0)
+		return KM_OK;
+	a.pValue = (void *)label;
+	a.ulValueLen = n;
+	if ((rv = h->fn->C_SetAttributeValue(s, obj, &a, 1)) != CKR_OK)
+		return rv_err(rv, "C_SetAttributeValue(CKA_LABEL)", label);
+	log_info("token key labelled %s", label);
+	return KM_OK;
+}
+
+int
+hsm_key_acquire_token(struct hsm *h, const char *cache_id, const char *label,
+    const unsigned char *public_key, size_t public_key_len,
+    struct hsm_key **out)
+{
+	CK_OBJECT_HANDLE obj;
+	CK_SESSION_HANDLE s;
+	int r;
+
+	*out = NULL;
+	if (public_key == NULL || public_key_len == 0)
+		return KM_ERR_INVALID_REQUEST;
+	if ((*out = cache_get(h, cache_id)) != NULL)
+		return KM_OK;
+	s = session_get(h);
+	r = find_token_key(h, s, public_key, public_key_len, &obj);
+	/* A label that is not yet kms-<key>-v<N> (the version was made with a
+	 * provisional one, or kmsd stopped before relabelling): fix it now.
+	 * Only a name for people; the object is found by its CKA_ID. */
+	if (r == KM_OK && ensure_label(h, s, obj, label) != KM_OK)
+		log_warn("token key %s keeps its old label", label);
+	session_put(h, s);
+	if (r == KM_ERR_NOT_FOUND)
+		log_error("token key %s is not in the token", label);
+	if (r != KM_OK)
+		return r;
+	return cache_insert(h, cache_id, obj, 1, out);
+}
+
+int
+hsm_token_key_label(struct hsm *h, const char *label,
+    const unsigned char *public_key, size_t public_key_len)
+{
+	CK_OBJECT_HANDLE obj;
+	CK_SESSION_HANDLE s;
+	int r;
+
+	if (public_key == NULL || public_key_len == 0)
+		return KM_ERR_INVALID_REQUEST;
+	s = session_get(h);
+	if ((r = find_token_key(h, s, public_key, public_key_len, &obj)) == KM_OK)
+		r = ensure_label(h, s, obj, label);
+	session_put(h, s);
+	return r;
+}
+
+int
+hsm_token_key_destroy(struct hsm *h, const unsigned char *public_key,
+    size_t public_key_len)
+{
+	CK_OBJECT_HANDLE obj;
+	CK_SESSION_HANDLE s;
+	CK_RV rv;
+	int r;
+
+	if (public_key == NULL || public_key_len == 0)
+		return KM_ERR_INVALID_REQUEST;
+	s = session_get(h);
+	if ((r = find_token_key(h, s, public_key, public_key_len,
+	    &obj)) == KM_OK) {
+		if ((rv = h->fn->C_DestroyObject(s, obj)) != CKR_OK)
+			r = rv_err(rv, "C_DestroyObject", "token key");
+		else
+			log_info("destroyed a token key");
+	}
+	session_put(h, s);
 	return r;
 }
 
@@ -1007,6 +1668,16 @@ hsm_key_cache_count(struct hsm *h)
 	n = h->cache_count;
 	pthread_mutex_unlock(&h->cache_lock);
 	return n;
+}
+
+/* For /metrics (service/metrics.c, issue 7): sessions held now and pool size. */
+void
+hsm_pool_stats(struct hsm *h, size_t *in_use, size_t *size)
+{
+	pthread_mutex_lock(&h->pool_lock);
+	*size = h->n_sessions;
+	*in_use = h->n_sessions - h->n_free;
+	pthread_mutex_unlock(&h->pool_lock);
 }
 
 static int
@@ -1300,5 +1971,72 @@ hsm_ec_sign(struct hsm *h, const char *label, const unsigned char digest[32],
 	r = len == 64 ? KM_OK : KM_ERR_HSM;
 out:
 	session_put(h, s);
+	return r;
+}
+
+int
+hsm_sign(struct hsm *h, struct hsm_key *k, enum hsm_sig_alg alg,
+    const unsigned char *in, size_t inlen, unsigned char sig[HSM_SIG_MAX],
+    size_t *siglen)
+{
+	CK_RSA_PKCS_PSS_PARAMS pss = { CKM_SHA256, CKG_MGF1_SHA256, 32 };
+	CK_MECHANISM mech = { 0, NULL, 0 };
+	unsigned char info[sizeof(sha256_digest_info) + 32];
+	const unsigned char *data = in;
+	const char *what = "C_SignInit";
+	CK_ULONG len = HSM_SIG_MAX, dlen = inlen;
+	CK_SESSION_HANDLE s;
+	CK_RV rv;
+	int r = KM_OK;
+
+	*siglen = 0;
+	switch (alg) {
+	case HSM_SIG_ES256:
+		mech.mechanism = CKM_ECDSA;
+		break;
+	case HSM_SIG_RS256:
+		/* CKM_RSA_PKCS pads what it is given: the DigestInfo is ours. */
+		mech.mechanism = CKM_RSA_PKCS;
+		if (inlen == 32) {
+			memcpy(info, sha256_digest_info, sizeof(sha256_digest_info));
+			memcpy(info + sizeof(sha256_digest_info), in, 32);
+			data = info;
+			dlen = sizeof(info);
+		}
+		break;
+	case HSM_SIG_PS256:
+		/* The salt is as long as the hash, as RFC 7518 section 3.5 asks. */
+		mech.mechanism = CKM_RSA_PKCS_PSS;
+		mech.pParameter = &pss;
+		mech.ulParameterLen = sizeof(pss);
+		break;
+	case HSM_SIG_EDDSA:
+		mech.mechanism = CKM_EDDSA;
+		break;
+	default:
+		return KM_ERR_INVALID_REQUEST;
+	}
+	if (alg != HSM_SIG_EDDSA && inlen != 32)
+		return KM_ERR_INVALID_REQUEST;
+	if (alg == HSM_SIG_EDDSA && inlen == 0)
+		return KM_ERR_INVALID_REQUEST;
+	s = session_get(h);
+	TOKEN_LEAKS_IGNORED(alg == HSM_SIG_EDDSA);
+	if ((rv = h->fn->C_SignInit(s, &mech, k->e.handle)) == CKR_OK) {
+		what = "C_Sign";
+		rv = h->fn->C_Sign(s, (CK_BYTE_PTR)data, dlen, sig, &len);
+	}
+	TOKEN_LEAKS_REPORTED(alg == HSM_SIG_EDDSA);
+	if (rv != CKR_OK)
+		r = rv_err(rv, what, k->e.id);
+	else if (len == 0 || len > HSM_SIG_MAX ||
+	    (alg == HSM_SIG_ES256 && len != 64) ||
+	    (alg == HSM_SIG_EDDSA && len != 64)) {
+		log_error("PKCS#11 C_Sign returned %lu bytes", (unsigned long)len);
+		r = KM_ERR_HSM;
+	} else
+		*siglen = len;
+	session_put(h, s);
+	OPENSSL_cleanse(info, sizeof(info));
 	return r;
 }

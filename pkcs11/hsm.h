@@ -1,7 +1,8 @@
 /* The only door to the PKCS#11 token: module loading through p11-kit, a
- * session pool, login, MEK and named-key generation, key wrapping under the
- * MEK, a bounded cache of unwrapped keys, AES-256-GCM and the token RNG.
- * No caller ever sees plaintext bytes of the MEK or of a named key. */
+ * session pool, login, MEK and named-key generation (AES keys and signing
+ * key pairs), key wrapping under the MEK, a bounded cache of unwrapped keys,
+ * AES-256-GCM, signing and the token RNG. No caller ever sees plaintext
+ * bytes of the MEK or of a named key. */
 #ifndef HSM_H
 #define HSM_H
 
@@ -23,8 +24,23 @@ struct hsm_config {
 };
 
 enum hsm_key_type {
-	HSM_KEY_AES256 = 1,
+	HSM_KEY_AES256 = 1,	/* "aes256-gcm" */
+	HSM_KEY_EC_P256,	/* "ec-p256": ECDSA P-256 (ES256) */
+	HSM_KEY_RSA2048,	/* "rsa-2048": RSA, e = 65537 (RS256, PS256) */
+	HSM_KEY_RSA3072,	/* "rsa-3072" */
+	HSM_KEY_ED25519,	/* "ed25519": EdDSA through CKM_EDDSA */
 };
+
+/* Signature algorithms (RFC 7518 names). */
+enum hsm_sig_alg {
+	HSM_SIG_ES256 = 1,	/* CKM_ECDSA over a SHA-256 digest; raw r || s */
+	HSM_SIG_RS256,		/* CKM_RSA_PKCS over DigestInfo(SHA-256) */
+	HSM_SIG_PS256,		/* CKM_RSA_PKCS_PSS, SHA-256, MGF1-SHA-256, salt 32 */
+	HSM_SIG_EDDSA,		/* CKM_EDDSA (pure Ed25519) over the message */
+};
+
+/* Largest signature hsm_sign writes (RSA-4096). */
+#define HSM_SIG_MAX 512
 
 #define HSM_GCM_IV_LEN 12
 #define HSM_GCM_TAG_LEN 16
@@ -53,15 +69,73 @@ int hsm_mek_create(struct hsm *h, uint32_t version) KM_WUR;
 /* KM_OK if MEK version `version` is in the token, KM_ERR_NOT_FOUND if not. */
 int hsm_mek_find(struct hsm *h, uint32_t version) KM_WUR;
 
-/* Generates a named-key secret inside the token and returns it wrapped
- * under MEK `mek_version` with CKM_AES_KEY_WRAP_PAD. *wrapped is owned by
- * the caller (free()). */
+/* The key type of a store type name ("aes256-gcm", "ec-p256", "rsa-2048",
+ * "rsa-3072", "ed25519"); KM_ERR_UNSUPPORTED_KEY_TYPE for anything else.
+ * MEK rotation uses it to pick the template for hsm_key_rewrap. */
+int hsm_key_type_parse(const char *name, enum hsm_key_type *out) KM_WUR;
+/* 1 for the signing types (key pairs), 0 for AES. */
+int hsm_key_type_is_pair(enum hsm_key_type type);
+/* KM_OK when the token has every mechanism `type` needs (generation and
+ * use); KM_ERR_UNSUPPORTED_KEY_TYPE naming the missing one in the log when
+ * it does not (a token without CKM_EDDSA cannot hold ed25519 keys). */
+int hsm_key_type_supported(struct hsm *h, enum hsm_key_type type) KM_WUR;
+
+/* A new named-key version as hsm_key_create made it. */
+struct hsm_new_key {
+	unsigned char *wrapped;		/* under the MEK; NULL when on_token */
+	size_t wrapped_len;
+	unsigned char *public_key;	/* DER SubjectPublicKeyInfo; NULL for AES */
+	size_t public_key_len;
+	int on_token;			/* 1: the private key is a token object */
+};
+
+/* Generates a named-key version of `type` inside the token.
+ * AES keys and the private keys the token agrees to wrap are made as
+ * temporary extractable session objects, wrapped under MEK `mek_version`
+ * with CKM_AES_KEY_WRAP_PAD and destroyed in the same call. A private key
+ * the token refuses to wrap (CKR_KEY_NOT_WRAPPABLE: Ed25519 on SoftHSM 2.6)
+ * is made again as a token object labelled `token_label`: sensitive, never
+ * extractable, sign only, with CKA_ID = SHA-256 of its public key. That
+ * CKA_ID is how kmsd finds the object again; the label is for people
+ * (kms-<key>-v<N>, see hsm_version_label) and may be provisional, when the
+ * version number is not known yet: hsm_key_acquire_token and
+ * hsm_token_key_label set the final one. Without a `token_label` an
+ * unwrappable type fails with KM_ERR_UNSUPPORTED_KEY_TYPE. The token's
+ * refusal is remembered, so later versions of that type go to the token at
+ * once.
+ * *out is cleared on entry; release it with hsm_new_key_clear. */
+int hsm_key_create(struct hsm *h, enum hsm_key_type type, uint32_t mek_version,
+    const char *token_label, struct hsm_new_key *out) KM_WUR;
+void hsm_new_key_clear(struct hsm_new_key *k);
+
+/* hsm_key_create for keys that end up wrapped, without the public key: the
+ * secret wrapped under MEK `mek_version` with CKM_AES_KEY_WRAP_PAD.
+ * *wrapped is owned by the caller (free()). */
 int hsm_key_generate(struct hsm *h, enum hsm_key_type type,
     uint32_t mek_version, unsigned char **wrapped, size_t *wrapped_len) KM_WUR;
 
+/* The token label of version `version` of named key `key` when it is kept
+ * on the token: "kms-<key>-v<N>" (DESIGN.md section 2). */
+#define HSM_LABEL_MAX 160
+void hsm_version_label(const char *key, uint32_t version, char *out,
+    size_t outlen);
+
+/* Sets the label of the token object of a version kept on the token (found
+ * by its public key). KM_ERR_NOT_FOUND when absent. */
+int hsm_token_key_label(struct hsm *h, const char *label,
+    const unsigned char *public_key, size_t public_key_len) KM_WUR;
+/* Destroys the token object of a version kept on the token (found by the
+ * public key it was created with), for the destroy ceremony and for a
+ * version whose store commit failed. KM_ERR_NOT_FOUND when absent. A
+ * handle still cached for it fails on its next use. */
+int hsm_token_key_destroy(struct hsm *h, const unsigned char *public_key,
+    size_t public_key_len) KM_WUR;
+
 /* MEK rotation, inside the token: unwraps `wrapped` (under `old_mek`) into
- * a temporary extractable session object, wraps it under `new_mek` and
- * destroys the temporary. *out (free()) is the new wrapped blob. */
+ * a temporary extractable session object of `type`, wraps it under
+ * `new_mek` and destroys the temporary. *out (free()) is the new wrapped
+ * blob. Versions kept on the token (hsm_new_key.on_token) have no blob and
+ * are not rewrapped: KM_ERR_UNSUPPORTED_KEY_TYPE for ed25519. */
 int hsm_key_rewrap(struct hsm *h, enum hsm_key_type type, uint32_t old_mek,
     uint32_t new_mek, const unsigned char *wrapped, size_t wrapped_len,
     unsigned char **out, size_t *out_len) KM_WUR;
@@ -72,13 +146,24 @@ int hsm_mek_disable(struct hsm *h, uint32_t version) KM_WUR;
 
 /* Returns a reference to the unwrapped key for cache identity `cache_id`
  * (key id + version), unwrapping `wrapped` under `mek_version` into a
- * session object when it is not cached. Release with hsm_key_release. */
+ * session object when it is not cached: sensitive, not extractable, able
+ * only to encrypt/decrypt (AES) or to sign (private keys). Release with
+ * hsm_key_release. */
 int hsm_key_acquire(struct hsm *h, const char *cache_id, enum hsm_key_type type,
     uint32_t mek_version, const unsigned char *wrapped, size_t wrapped_len,
+    struct hsm_key **out) KM_WUR;
+/* The same for a version kept on the token: finds the private key object
+ * whose CKA_ID is SHA-256(`public_key`), gives it the label `label` if it
+ * has another, and caches its handle (the object itself is never destroyed
+ * by the cache). KM_ERR_NOT_FOUND when the token has no such object. */
+int hsm_key_acquire_token(struct hsm *h, const char *cache_id,
+    const char *label, const unsigned char *public_key, size_t public_key_len,
     struct hsm_key **out) KM_WUR;
 void hsm_key_release(struct hsm *h, struct hsm_key *k);
 /* Number of keys in the cache (for tests and metrics). */
 size_t hsm_key_cache_count(struct hsm *h);
+/* Sessions of the pool held by callers now, and the pool size (metrics). */
+void hsm_pool_stats(struct hsm *h, size_t *in_use, size_t *size);
 
 /* Reads CKA_SENSITIVE and CKA_EXTRACTABLE of a cached key or of an MEK. */
 int hsm_key_flags(struct hsm *h, struct hsm_key *k, int *sensitive,
@@ -99,6 +184,16 @@ int hsm_gcm_decrypt(struct hsm *h, struct hsm_key *k,
     const unsigned char iv[HSM_GCM_IV_LEN], const unsigned char *aad,
     size_t aadlen, const unsigned char *in, size_t inlen, unsigned char *out,
     size_t *outlen) KM_WUR;
+
+/* Signs with private key `k`. For ES256, RS256 and PS256 `in` is the
+ * 32-byte SHA-256 digest of the message (hashing is done by the caller);
+ * for EdDSA it is the whole message. `sig` receives *siglen bytes: r || s
+ * (64) for ES256, the RSA signature (modulus length) or the 64-byte
+ * Ed25519 signature. KM_ERR_INVALID_REQUEST when `in` has the wrong length
+ * for `alg`. */
+int hsm_sign(struct hsm *h, struct hsm_key *k, enum hsm_sig_alg alg,
+    const unsigned char *in, size_t inlen, unsigned char sig[HSM_SIG_MAX],
+    size_t *siglen) KM_WUR;
 
 /* Creates an ECDSA P-256 key pair as token objects labelled `label`: the
  * private half sensitive, not extractable, sign only. For the audit

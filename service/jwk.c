@@ -62,6 +62,17 @@ jwk_members(const EVP_PKEY *pkey, json_t **out)
 			goto fail;
 		*out = json_pack("{s:s, s:s, s:o, s:o}", "crv", "P-256", "kty",
 		    "EC", "x", a, "y", b);
+	} else if (EVP_PKEY_is_a(pkey, "ED25519")) {
+		unsigned char raw[32];
+		size_t n = sizeof(raw);
+
+		/* RFC 8037 section 2: an OKP key, the public key as "x". */
+		if (!EVP_PKEY_get_raw_public_key(pkey, raw, &n) || n != 32)
+			return KM_ERR_INTERNAL;
+		if ((r = b64url_json(raw, n, &a)) != KM_OK)
+			goto fail;
+		*out = json_pack("{s:s, s:s, s:o}", "crv", "Ed25519", "kty", "OKP",
+		    "x", a);
 	} else if (EVP_PKEY_is_a(pkey, "RSA")) {
 		if ((r = bn_json(pkey, OSSL_PKEY_PARAM_RSA_E, 0, &a)) != KM_OK ||
 		    (r = bn_json(pkey, OSSL_PKEY_PARAM_RSA_N, 0, &b)) != KM_OK)

@@ -8,8 +8,9 @@
 
 #include "km.h"
 
-/* Builds the public JWK of a DER SubjectPublicKeyInfo (EC P-256 or RSA)
- * and its RFC 7638 SHA-256 thumbprint (base64url, 43 chars) in `kid`.
+/* Builds the public JWK of a DER SubjectPublicKeyInfo (EC P-256, RSA or
+ * Ed25519 as an RFC 8037 OKP key) and its RFC 7638 SHA-256 thumbprint
+ * (base64url, 43 chars) in `kid`.
  * *jwk holds only the required members plus "kid"; the caller decrefs. */
 int jwk_from_spki(const unsigned char *der, size_t der_len, json_t **jwk,
     char kid[44]) KM_WUR;
