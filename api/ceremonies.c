@@ -1,0 +1,380 @@
+/* Ceremony resource (DESIGN.md section 7, docs/CEREMONIES.md): ceremonies,
+ * officers' signed decisions, execution, the officer registry, the MEK
+ * status, and the signed emergency revoke of a key version. */
+#include "api.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cer_run.h"
+#include "store.h"
+
+#define LIST_DEFAULT	100
+#define LIST_MAX	1000
+
+/* The ceremony runtime, or an answer that there is none. */
+static int
+cer_or_respond(struct api_req *rq, struct cer **c)
+{
+	*c = rq->ctx->cer;
+	if (*c != NULL)
+		return 0;
+	api_error(rq, KM_ERR_INTERNAL, "ceremonies are not running in this kmsd");
+	return -1;
+}
+
+/* The {id} of the path, or a 404 that does not echo it: ids are 16
+ * lower-case hex digits, anything else (bytes that are not even UTF-8
+ * included) names no ceremony. */
+static int
+id_or_respond(struct api_req *rq, const char **id)
+{
+	const char *s = rq->params[0];
+	size_t i;
+
+	*id = s;
+	for (i = 0; s[i] != '\0' && i <= CER_ID_HEX; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			break;
+	if (i == CER_ID_HEX && s[i] == '\0') {
+		api_audit_set(rq, "ceremony_id", json_string(s));
+		return 0;
+	}
+	api_error(rq, KM_ERR_CEREMONY_NOT_FOUND, "no such ceremony (an id is 16 "
+	    "lower-case hex digits)");
+	return -1;
+}
+
+/* Fills `a` so that cer_* add their audit members to this request's
+ * record and write it, as outcome ok with rq->status, before COMMIT. */
+static int
+actor_or_respond(struct api_req *rq, struct cer_actor *a)
+{
+	memset(a, 0, sizeof(*a));
+	if (rq->audit == NULL && (rq->audit = json_object()) == NULL) {
+		api_error(rq, KM_ERR_NOMEM, "out of memory");
+		return -1;
+	}
+	a->request_id = rq->request_id;
+	a->actor = rq->who.actor;
+	a->fields = rq->audit;
+	a->commit = api_audit_ok_hook;
+	a->commit_arg = rq;
+	return 0;
+}
+
+static void
+answer_ceremony(struct api_req *rq, struct cer *c, const char *id, int status)
+{
+	json_t *j = NULL;
+
+	/* The change is committed and audited; a failed re-read must not
+	 * turn it into an error the client would retry. */
+	if (cer_get_json(c, id, &j) == KM_OK)
+		api_answer(rq, status, j);
+	else
+		api_answer(rq, status, json_pack("{s:s}", "id", id));
+}
+
+/* An empty body, or a JSON object with only `fields`. */
+static int
+optional_body_or_respond(struct api_req *rq, const char *const *fields,
+    json_t **body)
+{
+	*body = NULL;
+	if (rq->body_len == 0)
+		return 0;
+	return api_body_or_respond(rq, fields, body);
+}
+
+void
+api_cer_create(struct api_req *rq)
+{
+	static const char *const fields[] = { "operation", "params", "expires_in",
+		"officer", "ts", "signature", NULL };
+	struct cer_actor a;
+	struct cer *c;
+	const char *op = NULL, *expires = NULL, *officer = NULL, *ts = NULL;
+	const char *sig = NULL;
+	json_t *body = NULL, *params;
+	int64_t ttl = 86400;
+	char why[CER_WHY], id[CER_ID_HEX + 1];
+	int r;
+
+	if (cer_or_respond(rq, &c) || actor_or_respond(rq, &a) ||
+	    api_body_or_respond(rq, fields, &body) ||
+	    api_string_or_respond(rq, body, "operation", 1, &op) ||
+	    api_string_or_respond(rq, body, "expires_in", 0, &expires) ||
+	    api_string_or_respond(rq, body, "officer", 0, &officer) ||
+	    api_string_or_respond(rq, body, "ts", 0, &ts) ||
+	    api_string_or_respond(rq, body, "signature", 0, &sig))
+		goto out;
+	params = json_object_get(body, "params");
+	if (params != NULL && !json_is_null(params) && !json_is_object(params)) {
+		api_error(rq, KM_ERR_INVALID_REQUEST, "params must be an object");
+		goto out;
+	}
+	if (json_is_null(params))
+		params = NULL;
+	if (expires != NULL && km_duration_parse(expires, &ttl) != KM_OK) {
+		api_error(rq, KM_ERR_INVALID_REQUEST, "expires_in '%s' is not a "
+		    "duration like 24h or 3d", expires);
+		goto out;
+	}
+	if ((officer != NULL) != (sig != NULL) || (officer != NULL) != (ts != NULL)) {
+		api_error(rq, KM_ERR_INVALID_REQUEST, "officer, ts and signature go "
+		    "together (a request signed by an officer)");
+		goto out;
+	}
+	rq->status = 201;
+	if ((r = cer_create(c, op, params, ttl, officer, ts, sig, &a, id,
+	    why)) != KM_OK) {
+		api_error(rq, r, "%s", why[0] ? why : km_strerror(r));
+		goto out;
+	}
+	answer_ceremony(rq, c, id, 201);
+out:
+	json_decref(body);
+}
+
+void
+api_cer_list(struct api_req *rq)
+{
+	const char *status = api_arg(rq, "state"), *lim = api_arg(rq, "limit");
+	const char *before = api_arg(rq, "before");
+	struct cer *c;
+	json_t *j = NULL;
+	int64_t before_us = 0;
+	long limit = LIST_DEFAULT;
+	char *end;
+	int r;
+
+	if (cer_or_respond(rq, &c))
+		return;
+	if (lim != NULL) {
+		limit = strtol(lim, &end, 10);
+		if (*lim == '\0' || *end != '\0' || limit < 1 || limit > LIST_MAX) {
+			api_error(rq, KM_ERR_INVALID_REQUEST, "limit must be 1..%d",
+			    LIST_MAX);
+			return;
+		}
+	}
+	if (before != NULL && km_time_parse(before, &before_us) != KM_OK) {
+		api_error(rq, KM_ERR_INVALID_REQUEST, "before must be an RFC 3339 "
+		    "time");
+		return;
+	}
+	if (status != NULL && strcmp(status, "open") != 0 &&
+	    strcmp(status, "executed") != 0 && strcmp(status, "cancelled") != 0 &&
+	    strcmp(status, "rejected") != 0 && strcmp(status, "stale") != 0 &&
+	    strcmp(status, "expired") != 0) {
+		api_error(rq, KM_ERR_INVALID_REQUEST, "state must be open, executed, "
+		    "cancelled, rejected, stale or expired");
+		return;
+	}
+	if ((r = cer_list_json(c, status, before_us, (size_t)limit, &j)) != KM_OK) {
+		api_error(rq, r, "listing ceremonies failed");
+		return;
+	}
+	api_answer(rq, 200, j);
+}
+
+void
+api_cer_get(struct api_req *rq)
+{
+	const char *id;
+	struct cer *c;
+	json_t *j = NULL;
+	int r;
+
+	if (cer_or_respond(rq, &c) || id_or_respond(rq, &id))
+		return;
+	if ((r = cer_get_json(c, id, &j)) != KM_OK) {
+		api_error(rq, r, r == KM_ERR_CEREMONY_NOT_FOUND ? "no ceremony "
+		    "%s" : "reading ceremony %s failed", id);
+		return;
+	}
+	api_answer(rq, 200, j);
+}
+
+void
+api_cer_approve(struct api_req *rq)
+{
+	static const char *const fields[] = { "officer", "decision", "signature",
+		NULL };
+	const char *officer = NULL, *decision = NULL, *sig = NULL, *id;
+	struct cer_actor a;
+	struct cer *c;
+	json_t *body = NULL;
+	char why[CER_WHY];
+	int r, dup = 0;
+
+	if (cer_or_respond(rq, &c) || id_or_respond(rq, &id) ||
+	    actor_or_respond(rq, &a) ||
+	    api_body_or_respond(rq, fields, &body) ||
+	    api_string_or_respond(rq, body, "officer", 1, &officer) ||
+	    api_string_or_respond(rq, body, "decision", 1, &decision) ||
+	    api_string_or_respond(rq, body, "signature", 1, &sig))
+		goto out;
+	/* A reject has its own op, so a search of the log finds it. */
+	if (strcmp(decision, "reject") == 0)
+		rq->op = "ceremony.reject";
+	rq->status = 200;
+	if ((r = cer_decide(c, id, officer, decision, sig, &a, &dup, why)) !=
+	    KM_OK) {
+		api_error(rq, r, "%s", why[0] ? why : km_strerror(r));
+		goto out;
+	}
+	answer_ceremony(rq, c, id, 200);
+out:
+	json_decref(body);
+}
+
+void
+api_cer_execute(struct api_req *rq)
+{
+	static const char *const fields[] = { NULL };
+	struct cer_actor a;
+	struct cer *c;
+	const char *id;
+	json_t *body = NULL;
+	char why[CER_WHY];
+	int r;
+
+	if (cer_or_respond(rq, &c) || id_or_respond(rq, &id) ||
+	    actor_or_respond(rq, &a) ||
+	    optional_body_or_respond(rq, fields, &body))
+		goto out;
+	rq->status = 200;
+	if ((r = cer_execute(c, id, &a, why)) != KM_OK) {
+		api_error(rq, r, "%s", why[0] ? why : km_strerror(r));
+		goto out;
+	}
+	answer_ceremony(rq, c, id, 200);
+out:
+	json_decref(body);
+}
+
+void
+api_cer_cancel(struct api_req *rq)
+{
+	static const char *const fields[] = { "reason", NULL };
+	const char *reason = NULL, *id;
+	struct cer_actor a;
+	struct cer *c;
+	json_t *body = NULL;
+	char why[CER_WHY];
+	int r;
+
+	if (cer_or_respond(rq, &c) || id_or_respond(rq, &id) ||
+	    actor_or_respond(rq, &a) ||
+	    optional_body_or_respond(rq, fields, &body) ||
+	    (body != NULL && api_string_or_respond(rq, body, "reason", 0, &reason)))
+		goto out;
+	if (reason != NULL)
+		api_audit_set(rq, "reason", json_string(reason));
+	rq->status = 200;
+	if ((r = cer_cancel(c, id, &a, why)) != KM_OK) {
+		api_error(rq, r, "%s", why[0] ? why : km_strerror(r));
+		goto out;
+	}
+	answer_ceremony(rq, c, id, 200);
+out:
+	json_decref(body);
+}
+
+void
+api_officers_list(struct api_req *rq)
+{
+	struct cer *c;
+	json_t *j = NULL;
+	int r;
+
+	if (cer_or_respond(rq, &c))
+		return;
+	if ((r = cer_officers_json(c, &j)) != KM_OK) {
+		api_error(rq, r, "reading the officer registry failed");
+		return;
+	}
+	api_answer(rq, 200, j);
+}
+
+void
+api_mek_get(struct api_req *rq)
+{
+	struct cer *c;
+	json_t *j = NULL;
+	int r;
+
+	if (cer_or_respond(rq, &c))
+		return;
+	if ((r = cer_mek_json(c, &j)) != KM_OK) {
+		api_error(rq, r, "reading the MEK versions failed");
+		return;
+	}
+	api_answer(rq, 200, j);
+}
+
+void
+api_mek_resume(struct api_req *rq)
+{
+	struct cer *c;
+	json_t *j = NULL;
+	char why[CER_WHY];
+	int r;
+
+	if (cer_or_respond(rq, &c))
+		return;
+	if ((r = cer_mek_resume(c, why)) != KM_OK) {
+		api_error(rq, r, "%s", why[0] ? why : km_strerror(r));
+		return;
+	}
+	if (cer_mek_json(c, &j) != KM_OK)
+		j = json_object();
+	api_answer(rq, 202, j);
+}
+
+void
+api_keys_revoke(struct api_req *rq)
+{
+	static const char *const fields[] = { "officer", "ts", "nonce",
+		"signature", NULL };
+	const char *officer = NULL, *ts = NULL, *nonce = NULL, *sig = NULL;
+	const char *name = rq->params[0], *vs = rq->params[1];
+	struct store_key *k = NULL;
+	struct cer_actor a;
+	struct cer *c;
+	json_t *body = NULL;
+	unsigned long v;
+	char why[CER_WHY], *end;
+	int r;
+
+	api_audit_set(rq, "key", json_string(name));
+	v = strtoul(vs, &end, 10);
+	if (*vs < '1' || *vs > '9' || *end != '\0' || v > UINT32_MAX) {
+		api_error(rq, KM_ERR_VERSION_NOT_FOUND, "'%s' is not a version", vs);
+		return;
+	}
+	api_audit_set(rq, "version", json_integer((json_int_t)v));
+	if (cer_or_respond(rq, &c) || actor_or_respond(rq, &a) ||
+	    api_body_or_respond(rq, fields, &body) ||
+	    api_string_or_respond(rq, body, "officer", 1, &officer) ||
+	    api_string_or_respond(rq, body, "ts", 1, &ts) ||
+	    api_string_or_respond(rq, body, "nonce", 1, &nonce) ||
+	    api_string_or_respond(rq, body, "signature", 1, &sig))
+		goto out;
+	rq->status = 200;
+	if ((r = cer_revoke(c, name, (uint32_t)v, officer, ts, nonce, sig, &a,
+	    why)) != KM_OK) {
+		api_error(rq, r, "%s", why[0] ? why : km_strerror(r));
+		goto out;
+	}
+	if (store_key_get(rq->ctx->store, name, &k) == KM_OK)
+		api_answer(rq, 200, api_key_json(rq, k));
+	else
+		api_answer(rq, 200, json_pack("{s:s}", "name", name));
+out:
+	store_key_free(k);
+	json_decref(body);
+}
