@@ -29,6 +29,13 @@ static const struct {
 	[KM_ERR_UNAUTHENTICATED] = { 401, "unauthenticated" },
 	[KM_ERR_FORBIDDEN] = { 403, "forbidden" },
 	[KM_ERR_CEREMONY_REQUIRED] = { 403, "ceremony_required" },
+	[KM_ERR_INVALID_SIGNATURE] = { 403, "invalid_signature" },
+	[KM_ERR_CEREMONY_NOT_FOUND] = { 404, "ceremony_not_found" },
+	[KM_ERR_CEREMONY_CLOSED] = { 409, "ceremony_closed" },
+	[KM_ERR_QUORUM_NOT_MET] = { 409, "quorum_not_met" },
+	[KM_ERR_STATE_CHANGED] = { 409, "state_changed" },
+	[KM_ERR_DECISION_FINAL] = { 409, "decision_final" },
+	[KM_ERR_ROTATION_IN_PROGRESS] = { 409, "rotation_in_progress" },
 	[KM_ERR_NOT_FOUND] = { 404, "not_found" },
 	[KM_ERR_KEY_NOT_FOUND] = { 404, "key_not_found" },
 	[KM_ERR_VERSION_NOT_FOUND] = { 404, "version_not_found" },
@@ -84,12 +91,17 @@ set_error(struct api_req *rq, km_err e, const char *msg)
 void
 api_error(struct api_req *rq, km_err e, const char *fmt, ...)
 {
-	char msg[512];
+	char msg[512], *p;
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	/* Messages echo names from the request, which may be any bytes:
+	 * invalid UTF-8 would make the JSON answer itself fail. */
+	for (p = msg; *p != '\0'; p++)
+		if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+			*p = '?';
 	set_error(rq, e, msg);
 }
 
@@ -495,6 +507,12 @@ api_dispatch(struct api_req *rq)
 	if (api_role_or_respond(rq, rt->roles) != 0)
 		goto audit;
 	rt->handler(rq);
+	/* Whatever route changed a key's versions (a revoke, a ceremony),
+	 * the JWKS shows it on its next request. */
+	if (rq->status < 400 && (strncmp(rt->op, "key.", 4) == 0 ||
+	    strcmp(rt->op, "ceremony.execute") == 0) &&
+	    strcmp(rq->method, "GET") != 0)
+		api_jwks_changed();
 audit:
 	if (rq->answer == NULL)
 		api_error(rq, KM_ERR_NOMEM, "out of memory");

@@ -18,6 +18,7 @@ struct audit;
 struct usage;
 struct metrics;
 struct rl;
+struct cer;
 
 /* Everything a handler may use; owned by main. */
 struct api_ctx {
@@ -30,7 +31,11 @@ struct api_ctx {
 	struct rl *rl;		/* per-token rate limits, or NULL */
 	long max_json_depth;
 	const char *audit_origin;
-	json_t *audit_keys;	/* [{label, kid, pem, jwk}] of checkpoint keys */
+	/* [{label, kid, pem, jwk}] of checkpoint keys. An audit_key.rotate
+	 * ceremony swaps the array atomically: read it with
+	 * __atomic_load_n(..., __ATOMIC_ACQUIRE) and take a reference. */
+	json_t *audit_keys;
+	struct cer *cer;	/* ceremonies (ceremony/cer_run.h), or NULL */
 };
 
 enum api_role {
@@ -77,6 +82,8 @@ struct api_req {
 	unsigned char *raw;		/* a non-JSON answer (owned), or NULL */
 	size_t raw_len;
 	const char *raw_type;		/* its Content-Type */
+	char etag[72];			/* an ETag header for `raw` or a 304, or "" */
+	char cache_control[64];		/* Cache-Control instead of no-store, or "" */
 
 	/* The audit record. */
 	const char *op;
@@ -195,6 +202,18 @@ void api_audit_keys(struct api_req *rq);
 void api_audit_records(struct api_req *rq);
 void api_audit_files(struct api_req *rq);
 void api_audit_file(struct api_req *rq);
+/* Ceremonies, officers, the MEK status and the signed revoke
+ * (api/ceremonies.c). */
+void api_cer_create(struct api_req *rq);
+void api_cer_list(struct api_req *rq);
+void api_cer_get(struct api_req *rq);
+void api_cer_approve(struct api_req *rq);
+void api_cer_execute(struct api_req *rq);
+void api_cer_cancel(struct api_req *rq);
+void api_officers_list(struct api_req *rq);
+void api_mek_get(struct api_req *rq);
+void api_mek_resume(struct api_req *rq);
+void api_keys_revoke(struct api_req *rq);
 
 /* A key object as served by GET /v1/keys/{name}. */
 json_t *api_key_json(struct api_req *rq, const void *store_key);
@@ -207,8 +226,31 @@ struct store_version;
 int api_key_new_version(struct api_ctx *ctx, const char *type, int64_t now_us,
     struct store_version *v, const char **why) KM_WUR;
 
+/* After the store commit (committed 1) or a failed commit (0) of a new
+ * version `v` of key `name` made by api_key_new_version: names a version
+ * kept on the token kms-<name>-v<N>, or destroys its token object when
+ * the version was not committed; a committed signing version is announced
+ * to the JWKS. No-op for AES versions. */
+void api_key_version_settle(struct api_ctx *ctx, const char *name,
+    const struct store_version *v, int committed);
+
+/* Signing keys and the JWKS (api/signing.c). */
+void api_sign(struct api_req *rq);
+void api_verify(struct api_req *rq);
+void api_public(struct api_req *rq);
+void api_jwks(struct api_req *rq);
+/* The set of published signing-key versions may have changed (create,
+ * rotate, a state move, a destroy): the next GET /.well-known/jwks.json
+ * rebuilds it from the store. Cheap; call it after any such commit. */
+void api_jwks_changed(void);
+
 /* GET /metrics (api/metrics.c) and GET /v1/alerts (api/alerts.c). */
 void api_metrics(struct api_req *rq);
 void api_alerts_list(struct api_req *rq);
+/* Request instrumentation, called by the HTTP layer around api_dispatch:
+ * a monotonic start time, then the count and latency of the answered
+ * request (op, status, batch items) into ctx->metrics. */
+int64_t api_metrics_clock(void);
+void api_metrics_observe(struct api_req *rq, int64_t started_ns);
 
 #endif

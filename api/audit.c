@@ -30,7 +30,8 @@ void
 api_audit_keys(struct api_req *rq)
 {
 	api_answer(rq, 200, json_pack("{s:s, s:O}", "origin",
-	    rq->ctx->audit_origin, "keys", rq->ctx->audit_keys));
+	    rq->ctx->audit_origin, "keys",
+	    __atomic_load_n(&rq->ctx->audit_keys, __ATOMIC_ACQUIRE)));
 }
 
 static int

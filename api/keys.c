@@ -8,6 +8,8 @@
 
 #include "cfg.h"
 #include "hsm.h"
+#include "jwk.h"
+#include "log.h"
 #include "store.h"
 #include "usage.h"
 
@@ -20,16 +22,31 @@ version_json(struct api_req *rq, const struct store_key *k,
 	uint64_t pending = 0;
 	int64_t last = 0;
 
+	json_t *o, *jwk = NULL;
+	char kid[44];
+
 	usage_pending(rq->ctx->usage, k->id, v->version, &pending, &last);
 	if (v->last_used_at > last)
 		last = v->last_used_at;
-	return json_pack("{s:I, s:s, s:o, s:I, s:o, s:I}",
+	o = json_pack("{s:I, s:s, s:o, s:o, s:o, s:I}",
 	    "version", (json_int_t)v->version,
 	    "state", km_state_name(v->state),
 	    "created_at", api_time_json(v->created_at),
-	    "mek_version", (json_int_t)v->mek_version,
+	    "mek_version", v->storage == STORE_TOKEN ? json_null() :
+	    json_integer((json_int_t)v->mek_version),
 	    "last_used_at", api_time_json(last),
 	    "use_count", (json_int_t)(v->use_count + pending));
+	/* Signing keys: the RFC 7638 kid that JWS headers and the JWKS name
+	 * this version by, and where its private key lives. */
+	if (o != NULL && strcmp(k->purpose, "sign") == 0) {
+		json_object_set_new(o, "storage", json_string(v->storage ==
+		    STORE_TOKEN ? "token" : "wrapped"));
+		if (v->public_key != NULL && jwk_from_spki(v->public_key,
+		    v->public_key_len, &jwk, kid) == KM_OK)
+			json_object_set_new(o, "kid", json_string(kid));
+		json_decref(jwk);
+	}
+	return o;
 }
 
 json_t *
@@ -107,51 +124,131 @@ parse_required_context(struct api_req *rq, json_t *body, struct store_key *k)
 static int
 parse_type(struct api_req *rq, const char *type, struct store_key *k)
 {
-	static const char *const sign_types[] = {
-		"ec-p256", "rsa-2048", "rsa-3072", "ed25519",
-	};
-	size_t i;
+	enum hsm_key_type t;
 
-	if (strcmp(type, "aes256-gcm") == 0) {
-		snprintf(k->type, sizeof(k->type), "%s", type);
-		snprintf(k->purpose, sizeof(k->purpose), "encrypt");
-		return 0;
+	if (hsm_key_type_parse(type, &t) != KM_OK) {
+		api_error(rq, KM_ERR_INVALID_REQUEST, "unknown key type '%.64s' "
+		    "(aes256-gcm, ec-p256, rsa-2048, rsa-3072, ed25519)", type);
+		return -1;
 	}
-	for (i = 0; i < sizeof(sign_types) / sizeof(sign_types[0]); i++) {
-		if (strcmp(type, sign_types[i]) == 0) {
-			api_error(rq, KM_ERR_UNSUPPORTED_KEY_TYPE,
-			    "signing key type '%s' is not available in this "
-			    "build yet", type);
-			return -1;
-		}
+	/* Asked before anything is generated, so a token without CKM_EDDSA
+	 * answers with the reason rather than a token failure. */
+	if (hsm_key_type_supported(rq->ctx->hsm, t) != KM_OK) {
+		api_error(rq, KM_ERR_UNSUPPORTED_KEY_TYPE, "the token lacks a "
+		    "mechanism that key type '%s' needs%s (kmsd's log names it)",
+		    type, t == HSM_KEY_ED25519 ? " (CKM_EDDSA)" : "");
+		return -1;
 	}
-	api_error(rq, KM_ERR_INVALID_REQUEST, "unknown key type '%s' (aes256-gcm,"
-	    " ec-p256, rsa-2048, rsa-3072, ed25519)", type);
-	return -1;
+	snprintf(k->type, sizeof(k->type), "%s", type);
+	snprintf(k->purpose, sizeof(k->purpose), "%s",
+	    hsm_key_type_is_pair(t) ? "sign" : "encrypt");
+	return 0;
 }
 
-/* A fresh version under the current MEK: generated and wrapped in the token. */
-static int
-new_version_or_respond(struct api_req *rq, struct store_version *v)
+int
+api_key_new_version(struct api_ctx *ctx, const char *type, int64_t now_us,
+    struct store_version *v, const char **why)
 {
+	struct hsm_new_key nk;
+	enum hsm_key_type t;
+	unsigned char rnd[8];
+	char label[HSM_LABEL_MAX], hex[17];
 	uint32_t mek;
 	int r;
 
 	memset(v, 0, sizeof(*v));
-	if ((r = store_mek_current(rq->ctx->store, &mek)) != KM_OK) {
-		api_error(rq, r == KM_ERR_NOT_FOUND ? KM_ERR_HSM : r,
-		    "no MEK version is recorded; run kmsctl init");
-		return -1;
+	*why = NULL;
+	if (hsm_key_type_parse(type, &t) != KM_OK) {
+		*why = "this build cannot make versions of that key type";
+		return KM_ERR_UNSUPPORTED_KEY_TYPE;
 	}
-	if ((r = hsm_key_generate(rq->ctx->hsm, HSM_KEY_AES256, mek,
-	    &v->wrapped, &v->wrapped_len)) != KM_OK) {
-		api_error(rq, r, "the token could not generate the key");
-		return -1;
+	if ((r = store_mek_current(ctx->store, &mek)) != KM_OK) {
+		*why = "no MEK version is recorded; run kmsctl init";
+		return r == KM_ERR_NOT_FOUND ? KM_ERR_HSM : r;
+	}
+	/* A version the token will not wrap stays a token object. Its number
+	 * is assigned in the store transaction, so it starts with a
+	 * provisional label; api_key_version_settle (or its first use) names
+	 * it kms-<key>-v<N>. It is found by its public key, not its label. */
+	if ((r = km_random(rnd, sizeof(rnd))) != KM_OK) {
+		*why = "no random bytes for a label";
+		return r;
+	}
+	km_hex(rnd, sizeof(rnd), hex);
+	snprintf(label, sizeof(label), "kms-new-%s", hex);
+	if ((r = hsm_key_create(ctx->hsm, t, mek, label, &nk)) != KM_OK) {
+		*why = r == KM_ERR_UNSUPPORTED_KEY_TYPE ? "the token cannot "
+		    "make keys of that type" : "the token could not generate "
+		    "the key";
+		return r;
 	}
 	v->state = KM_STATE_PRIMARY;
-	v->created_at = km_now_us();
-	v->mek_version = mek;
-	v->storage = STORE_WRAPPED;
+	v->created_at = now_us;
+	v->wrapped = nk.wrapped;
+	v->wrapped_len = nk.wrapped_len;
+	v->public_key = nk.public_key;
+	v->public_key_len = nk.public_key_len;
+	/* A token object is under no MEK: MEK rotation has nothing to do. */
+	v->mek_version = nk.on_token ? 0 : mek;
+	v->storage = nk.on_token ? STORE_TOKEN : STORE_WRAPPED;
+	return KM_OK;
+}
+
+void
+api_key_version_settle(struct api_ctx *ctx, const char *name,
+    const struct store_version *v, int committed)
+{
+	char label[HSM_LABEL_MAX];
+
+	if (v->public_key != NULL && committed)
+		api_jwks_changed();
+	if (v->storage != STORE_TOKEN || v->public_key == NULL)
+		return;
+	if (committed) {
+		hsm_version_label(name, v->version, label, sizeof(label));
+		if (hsm_token_key_label(ctx->hsm, label, v->public_key,
+		    v->public_key_len) != KM_OK)
+			log_warn("version %u of %s keeps its provisional token "
+			    "label until first use", v->version, name);
+	} else if (hsm_token_key_destroy(ctx->hsm, v->public_key,
+	    v->public_key_len) != KM_OK) {
+		log_warn("the token object of an uncommitted version of %s is "
+		    "left in the token", name);
+	}
+}
+
+/* The audit fields of a new version: its MEK version, and for a signing
+ * key its kid and where the private key lives. */
+static void
+audit_new_version(struct api_req *rq, const struct store_version *v)
+{
+	json_t *jwk = NULL;
+	char kid[44];
+
+	api_audit_set(rq, "mek_version", v->storage == STORE_TOKEN ? json_null() :
+	    json_integer(v->mek_version));
+	if (v->public_key == NULL)
+		return;
+	api_audit_set(rq, "storage", json_string(v->storage == STORE_TOKEN ?
+	    "token" : "wrapped"));
+	if (jwk_from_spki(v->public_key, v->public_key_len, &jwk, kid) == KM_OK)
+		api_audit_set(rq, "kid", json_string(kid));
+	json_decref(jwk);
+}
+
+/* A fresh version under the current MEK: generated and wrapped in the token. */
+static int
+new_version_or_respond(struct api_req *rq, const char *type,
+    struct store_version *v)
+{
+	const char *why;
+	int r;
+
+	if ((r = api_key_new_version(rq->ctx, type, km_now_us(), v,
+	    &why)) != KM_OK) {
+		api_error(rq, r, "%s", why);
+		return -1;
+	}
 	return 0;
 }
 
@@ -205,7 +302,7 @@ api_keys_create(struct api_req *rq)
 	if (parse_type(rq, type, &k) || parse_times(rq, body, &k) ||
 	    parse_required_context(rq, body, &k))
 		goto out;
-	if (new_version_or_respond(rq, &v))
+	if (new_version_or_respond(rq, k.type, &v))
 		goto out;
 	v.version = 1;
 	k.created_at = v.created_at;
@@ -216,9 +313,11 @@ api_keys_create(struct api_req *rq)
 	k.n_versions = 1;
 	api_audit_set(rq, "version", json_integer(1));
 	api_audit_set(rq, "type", json_string(k.type));
-	api_audit_set(rq, "mek_version", json_integer(v.mek_version));
+	audit_new_version(rq, &v);
 	rq->status = 201;
-	if ((r = store_key_create(rq->ctx->store, &k, api_audit_ok_hook, rq)) != KM_OK) {
+	r = store_key_create(rq->ctx->store, &k, api_audit_ok_hook, rq);
+	api_key_version_settle(rq->ctx, k.name, &v, r == KM_OK);
+	if (r != KM_OK) {
 		api_error(rq, r, r == KM_ERR_KEY_EXISTS ? "key '%s' exists" :
 		    "key '%s' was not created", name);
 		goto out;
@@ -228,6 +327,7 @@ out:
 	k.versions = NULL;
 	k.n_versions = 0;
 	free(v.wrapped);
+	free(v.public_key);
 	for (size_t i = 0; i < k.n_required; i++)
 		free(k.required_context[i]);
 	free(k.required_context);
@@ -352,24 +452,26 @@ api_keys_rotate(struct api_req *rq)
 	int r;
 
 	memset(&v, 0, sizeof(v));
-	if (key_or_respond(rq, &k) || new_version_or_respond(rq, &v))
+	if (key_or_respond(rq, &k) || new_version_or_respond(rq, k->type, &v))
 		goto out;
 	if (k->rotation_period)
 		next = v.created_at + k->rotation_period * 1000000;
 	api_audit_set(rq, "previous_version", k->primary_version ?
 	    json_integer(k->primary_version) : json_null());
-	api_audit_set(rq, "mek_version", json_integer(v.mek_version));
+	audit_new_version(rq, &v);
 	rq->status = 200;
 	/* The new version number is assigned inside the transaction; the
 	 * hook records it. */
-	if ((r = store_key_rotate(rq->ctx->store, k->name, &v, next,
-	    rotate_hook, &ra)) != KM_OK) {
+	r = store_key_rotate(rq->ctx->store, k->name, &v, next, rotate_hook, &ra);
+	api_key_version_settle(rq->ctx, k->name, &v, r == KM_OK);
+	if (r != KM_OK) {
 		api_error(rq, r, "rotating key '%s' failed", k->name);
 		goto out;
 	}
 	answer_key_again(rq, k->name, 200);
 out:
 	free(v.wrapped);
+	free(v.public_key);
 	store_key_free(k);
 }
 
@@ -385,18 +487,20 @@ transition_check(const struct api_principal *who, enum km_state from,
 		return KM_ERR_INVALID_TRANSITION;
 	}
 	if (to == KM_STATE_DESTROYED) {
-		*why = "destroying key material needs an M-of-N ceremony";
+		*why = "destroying key material needs an M-of-N ceremony "
+		    "(key.destroy)";
 		return KM_ERR_CEREMONY_REQUIRED;
 	}
+	/* No bearer token revokes: an officer's signature does, through
+	 * POST .../versions/{v}/revoke (api/ceremonies.c). */
 	if (to == KM_STATE_REVOKED) {
-		if (who->role != ROLE_OFFICER) {
-			*why = "only a security officer may revoke";
-			return KM_ERR_FORBIDDEN;
-		}
-		return KM_OK;
+		*why = "a revoke needs a security officer's signature: POST "
+		    "/v1/keys/{name}/versions/{v}/revoke";
+		return KM_ERR_FORBIDDEN;
 	}
 	if (who->role != ROLE_ADMIN) {
-		*why = "officers may only revoke";
+		*why = "officers move versions only by ceremonies and the signed "
+		    "revoke";
 		return KM_ERR_FORBIDDEN;
 	}
 	if (to == KM_STATE_PRIMARY) {
@@ -404,7 +508,7 @@ transition_check(const struct api_principal *who, enum km_state from,
 		return KM_ERR_INVALID_TRANSITION;
 	}
 	if (to == KM_STATE_ACTIVE && from == KM_STATE_ARCHIVED) {
-		*why = "archived -> active needs an M-of-N ceremony";
+		*why = "archived -> active needs an M-of-N ceremony (key.restore)";
 		return KM_ERR_CEREMONY_REQUIRED;
 	}
 	if ((to == KM_STATE_RETIRED && from == KM_STATE_ACTIVE) ||
@@ -498,6 +602,9 @@ api_keys_state(struct api_req *rq)
 		    version, k->name, state);
 		goto out;
 	}
+	/* A revoked signing version leaves the JWKS at once. */
+	if (strcmp(k->purpose, "sign") == 0)
+		api_jwks_changed();
 	answer_key_again(rq, k->name, 200);
 out:
 	json_decref(body);

@@ -15,6 +15,7 @@
 
 #include "api.h"
 #include "audit.h"
+#include "cer_run.h"
 #include "hsm.h"
 #include "jwk.h"
 #include "log.h"
@@ -264,6 +265,12 @@ boot_init(const struct cfg *c, const struct boot_options *opt)
 		snprintf(admin_path, sizeof(admin_path), "%s/admin.token",
 		    c->data_dir);
 	if ((r = ensure_admin(&b, admin_path)) != KM_OK)
+		goto out;
+	/* The first officers and M: the bootstrap exception to "officer
+	 * changes are ceremonies" (docs/CEREMONIES.md). */
+	if (opt->officers_dir != NULL &&
+	    (r = cer_bootstrap(b.store, b.audit, b.request_id, opt->officers_dir,
+	    opt->quorum)) != KM_OK)
 		goto out;
 	r = KM_OK;
 out:

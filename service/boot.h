@@ -16,6 +16,11 @@ struct boot_options {
 	/* Where the first admin token is written (mode 0600); NULL means
 	 * <data_dir>/admin.token. Skipped when an admin token exists. */
 	const char *admin_token_path;
+	/* Registers every <name>.pub.pem (ECDSA P-256) in this directory as
+	 * an officer, with `quorum` as M, unless officers exist (then kept).
+	 * NULL: no officers (ceremonies cannot run until some are). */
+	const char *officers_dir;
+	int quorum;
 };
 
 /* Prints what it did to stdout, one line per step. */

@@ -59,6 +59,17 @@ static const struct cfg_item cfg_items[] = {
 	{ "max_connections_per_ip", L(max_connections_per_ip), "0", 0, 65536, "concurrent connections from one address (0: no limit)" },
 	{ "max_json_depth", L(max_json_depth), "32", 2, 1000, "deepest nesting of objects and arrays in a request body" },
 	{ "retire_idle_seconds", L(retire_idle_seconds), "86400", 0, 31622400, "a version used more recently cannot be retired without force" },
+	{ "jwks_max_age", L(jwks_max_age), "300", 0, 86400, "Cache-Control max-age (seconds) of GET /.well-known/jwks.json" },
+	{ "mek_rewrap_batch", L(mek_rewrap_batch), "500", 1, 10000, "MEK rotation: key versions rewrapped per checkpointed batch" },
+	{ "mek_rewrap_pause_ms", L(mek_rewrap_pause_ms), "0", 0, 60000, "MEK rotation: pause between batches (limits the load on the token)" },
+	{ "ceremony_min_ttl", L(ceremony_min_ttl), "300", 1, 86400, "shortest expires_in a ceremony may ask for, in seconds" },
+	{ "metrics_public", L(metrics_public), "true", 0, 1, "GET /metrics without a token (false: any valid token is required)" },
+	{ "metrics_key_series", L(metrics_key_series), "1000", 0, 1000000, "per-key metric series per family at most (soonest rotations/expiries first)" },
+	{ "scheduler", L(scheduler), "true", 0, 1, "rotate keys whose rotation_period is due and raise expiry alerts" },
+	{ "rotation_jitter_seconds", L(rotation_jitter_seconds), "300", 0, 86400, "a due rotation waits up to this long (per-key, at most a tenth of its period)" },
+	{ "scheduler_max_rotations", L(scheduler_max_rotations), "10", 1, 10000, "scheduled rotations per second at most" },
+	{ "expiry_check_seconds", L(expiry_check_seconds), "60", 1, 86400, "how often the scheduler looks for keys near expiry" },
+	{ "rotation_retry_seconds", L(rotation_retry_seconds), "60", 1, 3600, "first retry after a failed scheduled rotation (doubles, at most 1 h)" },
 };
 
 #define N_ITEMS (sizeof(cfg_items) / sizeof(cfg_items[0]))
@@ -83,6 +94,15 @@ cfg_set(struct cfg *c, const struct cfg_item *it, const char *value,
 		free(*slot);
 		*slot = dup;
 		return KM_OK;
+	}
+	/* 0..1 settings are switches: true/false, yes/no, on/off too. */
+	if (it->min == 0 && it->max == 1) {
+		if (strcmp(value, "true") == 0 || strcmp(value, "yes") == 0 ||
+		    strcmp(value, "on") == 0)
+			value = "1";
+		else if (strcmp(value, "false") == 0 || strcmp(value, "no") == 0 ||
+		    strcmp(value, "off") == 0)
+			value = "0";
 	}
 	errno = 0;
 	v = strtol(value, &end, 10);

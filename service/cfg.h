@@ -39,6 +39,17 @@ struct cfg {
 	long max_connections_per_ip;
 	long max_json_depth;
 	long retire_idle_seconds; /* a version used this recently cannot be retired */
+	long jwks_max_age;	/* Cache-Control max-age of the JWKS, seconds */
+	long mek_rewrap_batch;	/* MEK rotation: versions per checkpointed batch */
+	long mek_rewrap_pause_ms; /* MEK rotation: pause between batches */
+	long ceremony_min_ttl; /* shortest expires_in of a ceremony, seconds */
+	long metrics_public;	/* 1: GET /metrics needs no token */
+	long metrics_key_series; /* per-key series per family at most */
+	long scheduler;		/* 1: rotate due keys, raise expiry alerts */
+	long rotation_jitter_seconds;
+	long scheduler_max_rotations; /* per tick (about a second) */
+	long expiry_check_seconds;
+	long rotation_retry_seconds;
 };
 
 /* Loads defaults, then `path` (may be NULL), then the environment.

@@ -20,12 +20,15 @@
 
 #include "api.h"
 #include "audit.h"
+#include "cer_run.h"
 #include "cfg.h"
 #include "hsm.h"
 #include "jwk.h"
 #include "kmsd_version.h"
 #include "log.h"
+#include "metrics.h"
 #include "ratelimit.h"
+#include "scheduler.h"
 #include "server.h"
 #include "store.h"
 #include "usage.h"
@@ -231,9 +234,65 @@ out:
 	return r;
 }
 
-/* Waits for SIGTERM/SIGINT, flushing use counters on the way. */
+/* The request counters of /metrics, by every route's op and the ops the
+ * dispatcher gives requests that match no route (issue 7). */
+static int
+metrics_setup(struct api_ctx *ctx)
+{
+	static const char *const extra[] = { "unrouted", "oversized", "unknown" };
+	const char *ops[128];
+	const struct api_route *rt;
+	size_t n = 0, i;
+
+	for (rt = api_routes; rt->pattern != NULL && n < 120; rt++)
+		ops[n++] = rt->op;
+	for (i = 0; i < sizeof(extra) / sizeof(extra[0]); i++)
+		ops[n++] = extra[i];
+	return metrics_new(ops, n, &ctx->metrics);
+}
+
+/* kmsd_ceremonies_pending: open ceremonies that have not expired, as the
+ * ceremony module lists them (at most 1000, its list limit). */
+static int
+ceremonies_pending(void *arg, uint64_t *n)
+{
+	struct api_ctx *ctx = arg;
+	json_t *j = NULL;
+	int r;
+
+	*n = 0;
+	if (ctx->cer == NULL)
+		return KM_OK;
+	if ((r = cer_list_json(ctx->cer, "open", 0, 1000, &j)) != KM_OK)
+		return r;
+	*n = json_array_size(json_object_get(j, "ceremonies"));
+	json_decref(j);
+	return KM_OK;
+}
+
+/* The rotation scheduler of service/scheduler.c, unless scheduler = false. */
+static int
+sched_setup(const struct cfg *c, struct api_ctx *ctx, struct sched **out)
+{
+	struct sched_config sc = {
+		.jitter_seconds = c->rotation_jitter_seconds,
+		.max_rotations_per_tick = (size_t)c->scheduler_max_rotations,
+		.expiry_check_seconds = c->expiry_check_seconds,
+		.retry_seconds = c->rotation_retry_seconds,
+	};
+
+	*out = NULL;
+	if (!c->scheduler) {
+		log_info("scheduler off: no scheduled rotations or expiry alerts");
+		return KM_OK;
+	}
+	return sched_new(ctx, &sc, NULL, out);
+}
+
+/* Waits for SIGTERM/SIGINT, flushing use counters and running the
+ * scheduler on the way. */
 static void
-run_until_signal(const struct cfg *c, struct api_ctx *ctx)
+run_until_signal(const struct cfg *c, struct api_ctx *ctx, struct sched *sched)
 {
 	struct timespec tick = { 1, 0 };
 	sigset_t set;
@@ -250,6 +309,8 @@ run_until_signal(const struct cfg *c, struct api_ctx *ctx)
 			return;
 		}
 		audit_tick(ctx->audit);
+		if (sched != NULL && sched_tick(sched, NULL) != KM_OK)
+			log_debug("scheduler: store unreadable, next tick retries");
 		if (km_now_us() - last_flush >= c->usage_flush_seconds * 1000000) {
 			if (usage_flush(ctx->usage, ctx->store) != KM_OK)
 				log_debug("use counters kept for the next flush");
@@ -271,6 +332,7 @@ main(int argc, char **argv)
 	struct api_ctx ctx = { 0 };
 	struct signer sg = { 0 };
 	struct server *srv = NULL;
+	struct sched *sched = NULL;
 	struct cfg *c = NULL;
 	sigset_t set;
 	uint16_t port;
@@ -327,6 +389,12 @@ main(int argc, char **argv)
 		log_error("start-up failed: %s", km_strerror(r));
 		goto out;
 	}
+	if ((r = metrics_setup(&ctx)) != KM_OK ||
+	    (r = sched_setup(c, &ctx, &sched)) != KM_OK) {
+		log_error("cannot set up metrics and the scheduler: %s",
+		    km_strerror(r));
+		goto out;
+	}
 	if ((r = setup_checkpoints(c, &ctx, &sg)) != KM_OK) {
 		log_error("cannot set up signed checkpoints: %s", km_strerror(r));
 		goto out;
@@ -335,6 +403,13 @@ main(int argc, char **argv)
 		log_error("cannot write the start record: %s", km_strerror(r));
 		goto out;
 	}
+	/* Ceremonies: signs with the newest audit key a ceremony made and
+	 * resumes an unfinished MEK rotation (ceremony/cer_run.h). */
+	if ((r = cer_new(&ctx, &ctx.cer)) != KM_OK) {
+		log_error("cannot start the ceremonies: %s", km_strerror(r));
+		goto out;
+	}
+	metrics_set_ceremonies_source(ctx.metrics, ceremonies_pending, &ctx);
 	if ((r = server_start(c, &ctx, &srv, &port)) != KM_OK)
 		goto out;
 	if (c->port_file != NULL && write_port_file(c->port_file, port) != KM_OK) {
@@ -343,9 +418,10 @@ main(int argc, char **argv)
 	}
 	log_info("kmsd %s listening on %s (port %u), %ld threads", KMSD_VERSION,
 	    c->listen, port, c->http_threads);
-	run_until_signal(c, &ctx);
+	run_until_signal(c, &ctx, sched);
 	server_stop(srv);
 	srv = NULL;
+	cer_stop(ctx.cer);
 	if (usage_flush(ctx.usage, ctx.store) != KM_OK)
 		log_warn("use counters were not flushed at stop");
 	if (audit_lifecycle(ctx.audit, "stop") != KM_OK)
@@ -355,9 +431,14 @@ main(int argc, char **argv)
 	status = 0;
 out:
 	server_stop(srv);
+	sched_free(sched);
+	metrics_free(ctx.metrics);
 	usage_free(ctx.usage);
 	rl_free(ctx.rl);
+	cer_stop(ctx.cer);
 	audit_free(ctx.audit);
+	/* After the log: the checkpoint signer may be one cer owns. */
+	cer_free(ctx.cer);
 	json_decref(ctx.audit_keys);
 	store_free(ctx.store);
 	hsm_free(ctx.hsm);

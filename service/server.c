@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 
 #include <gnutls/gnutls.h>
@@ -38,7 +39,8 @@ struct server {
 /* Per-connection request state, created on the first callback. */
 struct conn_state {
 	struct km_buf body;
-	int too_large;
+	int too_large;			/* 1: answered 413; 2: 413 due at the end */
+	size_t dropped;			/* body bytes read past the limit */
 	char tls_subject[512];		/* verified client certificate */
 	const char *tls_token_id;	/* what it maps to, or NULL */
 };
@@ -99,24 +101,37 @@ send_json(struct MHD_Connection *conn, int status, json_t *answer,
 	return ret;
 }
 
-/* A non-JSON answer (an audit segment); takes ownership of rq->raw. */
+/* A non-JSON answer (an audit segment, the JWKS), or a 304 Not Modified
+ * without a body; takes ownership of rq->raw. The handler may set an ETag
+ * and a Cache-Control other than no-store (the public JWKS does). */
 static enum MHD_Result
 send_raw(struct MHD_Connection *conn, struct api_req *rq)
 {
 	struct MHD_Response *resp;
 	enum MHD_Result ret;
+	int not_modified = rq->status == 304;
 
-	resp = MHD_create_response_from_buffer_with_free_callback(rq->raw_len,
-	    rq->raw, free);
+	if (not_modified)
+		resp = MHD_create_response_from_buffer(0, (void *)"",
+		    MHD_RESPMEM_PERSISTENT);
+	else
+		resp = MHD_create_response_from_buffer_with_free_callback(
+		    rq->raw_len, rq->raw, free);
 	if (resp == NULL) {
 		free(rq->raw);
 		return MHD_NO;
 	}
-	MHD_add_response_header(resp, "Content-Type", rq->raw_type ?
-	    rq->raw_type : "application/octet-stream");
+	if (not_modified)
+		free(rq->raw);
+	else
+		MHD_add_response_header(resp, "Content-Type", rq->raw_type ?
+		    rq->raw_type : "application/octet-stream");
 	MHD_add_response_header(resp, "X-Request-Id", rq->request_id);
-	MHD_add_response_header(resp, "Cache-Control", "no-store");
-	ret = MHD_queue_response(conn, 200, resp);
+	if (rq->etag[0] != '\0')
+		MHD_add_response_header(resp, "ETag", rq->etag);
+	MHD_add_response_header(resp, "Cache-Control",
+	    rq->cache_control[0] != '\0' ? rq->cache_control : "no-store");
+	ret = MHD_queue_response(conn, not_modified ? 304 : 200, resp);
 	MHD_destroy_response(resp);
 	return ret;
 }
@@ -158,6 +173,7 @@ answer_too_large(struct server *srv, struct MHD_Connection *conn,
 	if (api_audit_now(&rq, "error", rq.status) != KM_OK)
 		api_error(&rq, KM_ERR_AUDIT, "the audit record could not be "
 		    "written");
+	api_metrics_observe(&rq, api_metrics_clock());
 	ret = send_json(conn, rq.status, rq.answer, rq.request_id, NULL, 0);
 	api_req_clear(&rq);
 	return ret;
@@ -235,6 +251,19 @@ map_client(struct server *srv, struct MHD_Connection *conn,
 }
 
 static enum MHD_Result
+count_auth(void *cls, enum MHD_ValueKind kind, const char *key,
+    const char *value)
+{
+	unsigned *n = cls;
+
+	(void)kind;
+	(void)value;
+	if (strcasecmp(key, MHD_HTTP_HEADER_AUTHORIZATION) == 0)
+		(*n)++;
+	return MHD_YES;
+}
+
+static enum MHD_Result
 on_request(void *cls, struct MHD_Connection *conn, const char *url,
     const char *method, const char *version, const char *upload_data,
     size_t *upload_data_size, void **con_cls)
@@ -243,6 +272,8 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 	struct conn_state *cs = *con_cls;
 	struct api_req rq;
 	enum MHD_Result ret;
+	unsigned n_auth = 0;
+	int64_t started;
 
 	(void)version;
 	if (cs == NULL) {
@@ -258,18 +289,29 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 		return MHD_YES;
 	}
 	if (*upload_data_size != 0) {
-		if (!cs->too_large &&
-		    km_buf_append(&cs->body, upload_data, *upload_data_size) != KM_OK) {
-			cs->too_large = 1;
-			km_buf_free(&cs->body);
+		/* libmicrohttpd 0.9.75 takes no answer in the middle of an
+		 * upload: past the limit the rest is read and dropped, and 413
+		 * goes out when the body ends. A client that streams on far
+		 * past the limit is cut off. */
+		if (cs->too_large) {
+			cs->dropped += *upload_data_size;
 			*upload_data_size = 0;
-			return answer_too_large(srv, conn, url, method);
+			return cs->dropped > 16 * srv->max_body ? MHD_NO : MHD_YES;
+		}
+		if (km_buf_append(&cs->body, upload_data, *upload_data_size) != KM_OK) {
+			cs->too_large = 2;
+			km_buf_free(&cs->body);
 		}
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
-	if (cs->too_large)
+	/* 1: refused on Content-Length, answered already; 2: answer now. */
+	if (cs->too_large == 1)
 		return MHD_YES;
+	if (cs->too_large == 2) {
+		cs->too_large = 1;
+		return answer_too_large(srv, conn, url, method);
+	}
 
 	memset(&rq, 0, sizeof(rq));
 	rq.ctx = srv->ctx;
@@ -287,8 +329,15 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 	new_request_id(rq.request_id);
 	if (cs->tls_token_id != NULL)
 		api_audit_set(&rq, "tls_subject", json_string(cs->tls_subject));
+	/* Two Authorization headers are two claims of identity: which one
+	 * counts would depend on the parser, so neither does. */
+	MHD_get_connection_values(conn, MHD_HEADER_KIND, count_auth, &n_auth);
+	if (n_auth > 1)
+		rq.auth_header = "ambiguous";
+	started = api_metrics_clock();
 	api_dispatch(&rq);
-	if (rq.raw != NULL && rq.status == 200) {
+	api_metrics_observe(&rq, started);
+	if ((rq.raw != NULL && rq.status == 200) || rq.status == 304) {
 		ret = send_raw(conn, &rq);
 		rq.raw = NULL;
 	} else {

@@ -82,6 +82,80 @@ static const char *const migrations[] = {
 	" created_at INTEGER NOT NULL,"
 	" expires_at INTEGER,"
 	" revoked_at INTEGER);",
+	/* 2: the scheduler finds due and expiring keys by index, and
+	 * remembers which alerts it raised (each once, across restarts). */
+	"CREATE INDEX keys_next_rotation ON keys (next_rotation_at)"
+	" WHERE next_rotation_at IS NOT NULL;"
+	"CREATE INDEX keys_expires ON keys (expires_at)"
+	" WHERE expires_at IS NOT NULL;"
+	"CREATE INDEX key_versions_state ON key_versions (state, key_id);"
+	"CREATE TABLE key_alerts ("
+	" id INTEGER PRIMARY KEY,"
+	" key_id INTEGER NOT NULL REFERENCES keys(id),"
+	" kind TEXT NOT NULL,"
+	" threshold INTEGER NOT NULL,"
+	" ref_at INTEGER NOT NULL,"
+	" raised_at INTEGER NOT NULL,"
+	" detail TEXT,"
+	" UNIQUE (key_id, kind, threshold, ref_at));",
+	/* 3: ceremonies (ceremony/cer_store.c reads and writes these through
+	 * store_write_tx/store_read_tx): officers, settings (the quorum),
+	 * ceremony requests and signed decisions, MEK rotation progress, and
+	 * the audit-signing keys after the first audit_key.rotate. */
+	"CREATE TABLE officers ("
+	" name TEXT PRIMARY KEY,"
+	" public_key BLOB NOT NULL,"
+	" state TEXT NOT NULL CHECK (state IN ('active', 'removed')),"
+	" added_at INTEGER NOT NULL,"
+	" added_by TEXT NOT NULL,"
+	" removed_at INTEGER);"
+	"CREATE TABLE settings ("
+	" name TEXT PRIMARY KEY,"
+	" value TEXT NOT NULL);"
+	"CREATE TABLE ceremonies ("
+	" id TEXT PRIMARY KEY,"
+	" operation TEXT NOT NULL,"
+	" request_text TEXT NOT NULL,"
+	" digest TEXT NOT NULL,"
+	" params TEXT NOT NULL,"
+	" quorum INTEGER NOT NULL CHECK (quorum >= 1),"
+	" requester TEXT NOT NULL,"
+	" created_at INTEGER NOT NULL,"
+	" expires_at INTEGER NOT NULL,"
+	" state_hash TEXT NOT NULL,"
+	" status TEXT NOT NULL CHECK (status IN"
+	"  ('open', 'executed', 'cancelled', 'rejected', 'stale')),"
+	" closed_at INTEGER,"
+	" closed_by TEXT,"
+	" result TEXT);"
+	"CREATE INDEX ceremonies_created ON ceremonies (created_at, id);"
+	"CREATE TABLE ceremony_decisions ("
+	" ceremony_id TEXT NOT NULL REFERENCES ceremonies(id),"
+	" officer TEXT NOT NULL REFERENCES officers(name),"
+	" decision TEXT NOT NULL CHECK (decision IN ('approve', 'reject')),"
+	" signature TEXT NOT NULL,"
+	" at INTEGER NOT NULL,"
+	" PRIMARY KEY (ceremony_id, officer));"
+	"CREATE TABLE mek_rotations ("
+	" id INTEGER PRIMARY KEY,"
+	" ceremony_id TEXT REFERENCES ceremonies(id),"
+	" old_version INTEGER NOT NULL,"
+	" new_version INTEGER NOT NULL,"
+	" state TEXT NOT NULL CHECK (state IN ('running', 'verified')),"
+	" cursor_key INTEGER NOT NULL DEFAULT 0,"
+	" cursor_version INTEGER NOT NULL DEFAULT 0,"
+	" total INTEGER NOT NULL,"
+	" done INTEGER NOT NULL DEFAULT 0,"
+	" passes INTEGER NOT NULL DEFAULT 1,"
+	" started_at INTEGER NOT NULL,"
+	" updated_at INTEGER NOT NULL,"
+	" finished_at INTEGER);"
+	"CREATE TABLE audit_keys ("
+	" label TEXT PRIMARY KEY,"
+	" kid TEXT NOT NULL,"
+	" generation INTEGER UNIQUE NOT NULL,"
+	" created_at INTEGER NOT NULL,"
+	" ceremony_id TEXT);",
 };
 
 #define N_MIGRATIONS	(sizeof(migrations) / sizeof(migrations[0]))
@@ -116,6 +190,16 @@ enum stmt_id {
 	S_TOKEN_GET,
 	S_TOKEN_LIST,
 	S_TOKEN_REVOKE,
+	S_KEY_ROTATION_STATE,
+	S_KEYS_DUE,
+	S_KEYS_BY_NEXT,
+	S_KEYS_BY_EXPIRY,
+	S_KEYS_EXPIRING,
+	S_ALERT_INSERT,
+	S_ALERT_LIST,
+	S_STATE_STATS,
+	S_KEY_COUNT,
+	S_VERSION_USES,
 	S_COUNT
 };
 
@@ -125,6 +209,11 @@ enum stmt_id {
 	" wrapped, public_key, last_used_at, use_count"
 #define TOKEN_COLS "id, hash, role, keys, description, created_at," \
 	" expires_at, revoked_at"
+/* store_sched_key, with the creation time of the primary version. */
+#define SCHED_FROM "SELECT k.id, k.name, k.type, k.primary_version," \
+	" k.rotation_period, k.next_rotation_at, k.expires_at, v.created_at" \
+	" FROM keys k LEFT JOIN key_versions v" \
+	" ON v.key_id = k.id AND v.version = k.primary_version"
 
 static const char *const stmt_sql[S_COUNT] = {
 	[S_BEGIN] = "BEGIN",
@@ -191,6 +280,53 @@ static const char *const stmt_sql[S_COUNT] = {
 	[S_TOKEN_REVOKE] =
 	    "UPDATE api_tokens SET revoked_at = ?2"
 	    " WHERE id = ?1 AND revoked_at IS NULL",
+	[S_KEY_ROTATION_STATE] =
+	    "SELECT primary_version, next_rotation_at FROM keys WHERE id = ?1",
+	[S_KEYS_DUE] = SCHED_FROM
+	    " WHERE k.next_rotation_at IS NOT NULL AND k.next_rotation_at <= ?1"
+	    " ORDER BY k.next_rotation_at, k.id LIMIT ?2",
+	[S_KEYS_BY_NEXT] = SCHED_FROM
+	    " WHERE k.next_rotation_at IS NOT NULL"
+	    " ORDER BY k.next_rotation_at, k.id LIMIT ?1",
+	[S_KEYS_BY_EXPIRY] = SCHED_FROM
+	    " WHERE k.expires_at IS NOT NULL"
+	    " ORDER BY k.expires_at, k.id LIMIT ?1",
+	/* ?1 now (us); ?2 < ?3 < ?4 thresholds (s); the tightest crossed
+	 * threshold of each key, unless its alert exists (unique index). */
+	[S_KEYS_EXPIRING] =
+	    "SELECT e.id, e.name, e.expires_at, e.th FROM ("
+	    " SELECT id, name, expires_at, CASE"
+	    " WHEN expires_at <= ?1 THEN 0"
+	    " WHEN expires_at <= ?1 + ?2 * 1000000 THEN ?2"
+	    " WHEN expires_at <= ?1 + ?3 * 1000000 THEN ?3"
+	    " ELSE ?4 END AS th FROM keys"
+	    " WHERE expires_at IS NOT NULL AND expires_at <= ?1 + ?4 * 1000000"
+	    ") AS e WHERE NOT EXISTS (SELECT 1 FROM key_alerts a"
+	    " WHERE a.key_id = e.id"
+	    " AND a.kind = CASE WHEN e.th = 0 THEN 'expired' ELSE 'expiry' END"
+	    " AND a.threshold = e.th AND a.ref_at = e.expires_at)"
+	    " ORDER BY e.expires_at, e.id LIMIT ?5",
+	[S_ALERT_INSERT] =
+	    "INSERT OR IGNORE INTO key_alerts (key_id, kind, threshold, ref_at,"
+	    " raised_at, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+	[S_ALERT_LIST] =
+	    "SELECT a.id, a.key_id, k.name, a.kind, a.threshold, a.ref_at,"
+	    " a.raised_at, a.detail FROM key_alerts a JOIN keys k"
+	    " ON k.id = a.key_id WHERE a.id > ?1 AND (?2 IS NULL OR k.name = ?2)"
+	    " ORDER BY a.id LIMIT ?3",
+	/* total() rather than sum(): sum() fails on integer overflow. */
+	[S_STATE_STATS] =
+	    "SELECT state, count(*), total(use_count) FROM key_versions"
+	    " GROUP BY state",
+	[S_KEY_COUNT] = "SELECT count(*) FROM keys",
+	[S_VERSION_USES] =
+	    "SELECT v.key_id, k.name, v.version, v.state, v.use_count,"
+	    " v.last_used_at, v.created_at FROM key_versions v"
+	    " JOIN keys k ON k.id = v.key_id"
+	    " WHERE v.key_id IN (SELECT key_id FROM key_versions"
+	    " WHERE state IN (2, 3) GROUP BY key_id"
+	    " ORDER BY max(coalesce(last_used_at, 0)) DESC, key_id LIMIT ?1)"
+	    " AND v.state IN (1, 2, 3) ORDER BY k.name, v.version",
 };
 
 struct conn {
@@ -683,6 +819,38 @@ wal_scrub(struct store *st)
 		log_warn("store: WAL truncation after destroy incomplete: %s "
 		    "(retried at the next checkpoint)", sqlite3_errmsg(st->w.db));
 	pthread_mutex_unlock(&st->wlock);
+}
+
+int
+store_write_tx(struct store *st, int (*fn)(struct sqlite3 *db, void *arg),
+    void *arg, store_commit_hook hook, void *harg)
+{
+	int r = KM_ERR_INTERNAL;
+
+	if ((r = write_begin(st)) != KM_OK)
+		return r;
+	r = fn(st->w.db, arg);
+	return write_end(st, r, hook, harg);
+}
+
+int
+store_read_tx(struct store *st, int (*fn)(struct sqlite3 *db, void *arg),
+    void *arg)
+{
+	struct conn *c = NULL;
+	int r = KM_ERR_INTERNAL;
+
+	if ((r = reader_begin(st, &c)) != KM_OK)
+		return r;
+	r = fn(c->db, arg);
+	reader_put(st, c);
+	return r;
+}
+
+void
+store_wal_scrub(struct store *st)
+{
+	wal_scrub(st);
 }
 
 void
@@ -1382,9 +1550,64 @@ out:
 	return r;
 }
 
+/* What store_key_rotate_if expects to find under the write lock. */
+struct rotate_expect {
+	uint32_t primary;
+	int64_t next;
+};
+
+/* Checks inside the write transaction that key `id` still has the primary
+ * version and next rotation time the caller saw. */
+static int
+rotate_expect_check(struct conn *c, int64_t id, const struct rotate_expect *ex)
+{
+	sqlite3_stmt *s;
+	int r = KM_ERR_INTERNAL, rc, row;
+
+	if ((r = conn_stmt(c, S_KEY_ROTATION_STATE, &s)) != KM_OK)
+		goto out;
+	if ((rc = sqlite3_bind_int64(s, 1, id)) != SQLITE_OK) {
+		r = sql_err(c->db, rc, "bind rotation state");
+		goto out;
+	}
+	if ((r = stmt_row(c, s, &row, "read rotation state")) != KM_OK)
+		goto out;
+	if (!row || sqlite3_column_int64(s, 0) != (int64_t)ex->primary ||
+	    sqlite3_column_int64(s, 1) != ex->next) {
+		r = KM_ERR_INVALID_TRANSITION;
+		goto out;
+	}
+	r = KM_OK;
+out:
+	return r;
+}
+
+static int
+key_rotate(struct store *st, const char *name, const struct rotate_expect *ex,
+    struct store_version *nv, int64_t next_rotation_at, store_commit_hook hook,
+    void *arg);
+
 int
 store_key_rotate(struct store *st, const char *name, struct store_version *nv,
     int64_t next_rotation_at, store_commit_hook hook, void *arg)
+{
+	return key_rotate(st, name, NULL, nv, next_rotation_at, hook, arg);
+}
+
+int
+store_key_rotate_if(struct store *st, const char *name,
+    uint32_t expect_primary, int64_t expect_next, struct store_version *nv,
+    int64_t next_rotation_at, store_commit_hook hook, void *arg)
+{
+	struct rotate_expect ex = { expect_primary, expect_next };
+
+	return key_rotate(st, name, &ex, nv, next_rotation_at, hook, arg);
+}
+
+static int
+key_rotate(struct store *st, const char *name, const struct rotate_expect *ex,
+    struct store_version *nv, int64_t next_rotation_at, store_commit_hook hook,
+    void *arg)
 {
 	struct conn *c = &st->w;
 	sqlite3_stmt *s;
@@ -1404,6 +1627,8 @@ store_key_rotate(struct store *st, const char *name, struct store_version *nv,
 		r = KM_ERR_KEY_NOT_FOUND;
 		goto out;
 	}
+	if (ex != NULL && (r = rotate_expect_check(c, id, ex)) != KM_OK)
+		goto out;
 	if ((r = conn_stmt(c, S_VERSION_MAX, &s)) != KM_OK)
 		goto out;
 	if ((rc = sqlite3_bind_int64(s, 1, id)) != SQLITE_OK) {
@@ -1843,5 +2068,359 @@ store_token_revoke(struct store *st, const char *id, int64_t at,
 out:
 	if (began)
 		r = write_end(st, r, hook, arg);
+	return r;
+}
+
+/* ---- Scheduler, alerts and metrics ---- */
+
+/* Grows *arr (of `size`-byte entries, *cap of them) to hold one more. */
+static int
+grow(void **arr, size_t *cap, size_t used, size_t size)
+{
+	void *g;
+	size_t ncap;
+
+	if (used < *cap)
+		return KM_OK;
+	ncap = *cap ? *cap * 2 : 16;
+	if (ncap > SIZE_MAX / size || (g = realloc(*arr, ncap * size)) == NULL)
+		return KM_ERR_NOMEM;
+	memset((char *)g + *cap * size, 0, (ncap - *cap) * size);
+	*arr = g;
+	*cap = ncap;
+	return KM_OK;
+}
+
+static int64_t
+limit_i64(size_t limit)
+{
+	return limit > INT64_MAX ? INT64_MAX : (int64_t)limit;
+}
+
+/* Steps a SCHED_FROM query into a new array. */
+static int
+sched_rows(struct conn *c, sqlite3_stmt *s, struct store_sched_key **out,
+    size_t *n)
+{
+	struct store_sched_key *arr = NULL, *k;
+	size_t cnt = 0, cap = 0;
+	int r = KM_ERR_INTERNAL, row;
+
+	for (;;) {
+		if ((r = stmt_row(c, s, &row, "list scheduled keys")) != KM_OK)
+			goto out;
+		if (!row)
+			break;
+		if ((r = grow((void **)&arr, &cap, cnt, sizeof(*arr))) != KM_OK)
+			goto out;
+		k = &arr[cnt];
+		k->key_id = sqlite3_column_int64(s, 0);
+		if ((r = col_text_fixed(s, 1, k->name, sizeof(k->name))) != KM_OK ||
+		    (r = col_text_fixed(s, 2, k->type, sizeof(k->type))) != KM_OK ||
+		    (r = col_u32(s, 3, &k->primary_version)) != KM_OK)
+			goto out;
+		k->rotation_period = sqlite3_column_int64(s, 4);
+		k->next_rotation_at = sqlite3_column_int64(s, 5);
+		k->expires_at = sqlite3_column_int64(s, 6);
+		k->primary_created_at = sqlite3_column_int64(s, 7);
+		cnt++;
+	}
+	*out = arr;
+	*n = cnt;
+	arr = NULL;
+	r = KM_OK;
+out:
+	free(arr);
+	return r;
+}
+
+int
+store_keys_due(struct store *st, int64_t before, size_t limit,
+    struct store_sched_key **out, size_t *n)
+{
+	struct conn *c;
+	sqlite3_stmt *s;
+	int r = KM_ERR_INTERNAL, rc;
+
+	*out = NULL;
+	*n = 0;
+	c = reader_get(st);
+	if ((r = conn_stmt(c, S_KEYS_DUE, &s)) != KM_OK)
+		goto out;
+	if ((rc = sqlite3_bind_int64(s, 1, before)) != SQLITE_OK ||
+	    (rc = sqlite3_bind_int64(s, 2, limit_i64(limit))) != SQLITE_OK) {
+		r = sql_err(c->db, rc, "bind due keys");
+		goto out;
+	}
+	r = sched_rows(c, s, out, n);
+out:
+	reader_put(st, c);
+	return r;
+}
+
+int
+store_keys_scheduled(struct store *st, int by_expiry, size_t limit,
+    struct store_sched_key **out, size_t *n)
+{
+	struct conn *c;
+	sqlite3_stmt *s;
+	int r = KM_ERR_INTERNAL, rc;
+
+	*out = NULL;
+	*n = 0;
+	c = reader_get(st);
+	if ((r = conn_stmt(c, by_expiry ? S_KEYS_BY_EXPIRY : S_KEYS_BY_NEXT,
+	    &s)) != KM_OK)
+		goto out;
+	if ((rc = sqlite3_bind_int64(s, 1, limit_i64(limit))) != SQLITE_OK) {
+		r = sql_err(c->db, rc, "bind scheduled keys");
+		goto out;
+	}
+	r = sched_rows(c, s, out, n);
+out:
+	reader_put(st, c);
+	return r;
+}
+
+int
+store_keys_expiring(struct store *st, int64_t now, int64_t t1, int64_t t2,
+    int64_t t3, size_t limit, struct store_expiring **out, size_t *n)
+{
+	struct store_expiring *arr = NULL, *e;
+	struct conn *c;
+	sqlite3_stmt *s;
+	size_t cnt = 0, cap = 0;
+	int r = KM_ERR_INTERNAL, rc, row;
+
+	*out = NULL;
+	*n = 0;
+	if (t1 <= 0 || t2 <= t1 || t3 <= t2 || t3 > INT64_MAX / 2000000)
+		return KM_ERR_INVALID_REQUEST;
+	c = reader_get(st);
+	if ((r = conn_stmt(c, S_KEYS_EXPIRING, &s)) != KM_OK)
+		goto out;
+	if ((rc = sqlite3_bind_int64(s, 1, now)) != SQLITE_OK ||
+	    (rc = sqlite3_bind_int64(s, 2, t1)) != SQLITE_OK ||
+	    (rc = sqlite3_bind_int64(s, 3, t2)) != SQLITE_OK ||
+	    (rc = sqlite3_bind_int64(s, 4, t3)) != SQLITE_OK ||
+	    (rc = sqlite3_bind_int64(s, 5, limit_i64(limit))) != SQLITE_OK) {
+		r = sql_err(c->db, rc, "bind expiring keys");
+		goto out;
+	}
+	for (;;) {
+		if ((r = stmt_row(c, s, &row, "list expiring keys")) != KM_OK)
+			goto out;
+		if (!row)
+			break;
+		if ((r = grow((void **)&arr, &cap, cnt, sizeof(*arr))) != KM_OK)
+			goto out;
+		e = &arr[cnt];
+		e->key_id = sqlite3_column_int64(s, 0);
+		if ((r = col_text_fixed(s, 1, e->name, sizeof(e->name))) != KM_OK)
+			goto out;
+		e->expires_at = sqlite3_column_int64(s, 2);
+		e->threshold = sqlite3_column_int64(s, 3);
+		cnt++;
+	}
+	*out = arr;
+	*n = cnt;
+	arr = NULL;
+	r = KM_OK;
+out:
+	reader_put(st, c);
+	free(arr);
+	return r;
+}
+
+int
+store_alert_add(struct store *st, struct store_alert *a,
+    store_commit_hook hook, void *arg)
+{
+	struct conn *c = &st->w;
+	sqlite3_stmt *s;
+	int r = KM_ERR_INTERNAL, rc, began = 0;
+
+	a->id = 0;
+	if (a->key_id <= 0 || !str_ok(a->kind, sizeof(a->kind)) ||
+	    strnlen(a->detail, sizeof(a->detail)) >= sizeof(a->detail)) {
+		r = KM_ERR_INVALID_REQUEST;
+		goto out;
+	}
+	if ((r = write_begin(st)) != KM_OK)
+		goto out;
+	began = 1;
+	if ((r = conn_stmt(c, S_ALERT_INSERT, &s)) != KM_OK)
+		goto out;
+	if ((rc = sqlite3_bind_int64(s, 1, a->key_id)) != SQLITE_OK ||
+	    (rc = bind_text(s, 2, a->kind)) != SQLITE_OK ||
+	    (rc = sqlite3_bind_int64(s, 3, a->threshold)) != SQLITE_OK ||
+	    (rc = sqlite3_bind_int64(s, 4, a->ref_at)) != SQLITE_OK ||
+	    (rc = sqlite3_bind_int64(s, 5, a->raised_at)) != SQLITE_OK ||
+	    (rc = bind_text(s, 6, a->detail[0] ? a->detail : NULL)) != SQLITE_OK) {
+		r = sql_err(c->db, rc, "bind alert");
+		goto out;
+	}
+	if ((r = stmt_run(c, s, "insert alert")) != KM_OK)
+		goto out;
+	if (sqlite3_changes(c->db) == 0) {
+		r = KM_ERR_KEY_EXISTS;
+		goto out;
+	}
+	/* Ours: the writer mutex is held. */
+	a->id = sqlite3_last_insert_rowid(c->db);
+	r = KM_OK;
+out:
+	if (began)
+		r = write_end(st, r, hook, arg);
+	if (r != KM_OK)
+		a->id = 0;
+	return r;
+}
+
+int
+store_alert_list(struct store *st, int64_t after, const char *key,
+    size_t limit, struct store_alert **out, size_t *n)
+{
+	struct store_alert *arr = NULL, *a;
+	struct conn *c;
+	sqlite3_stmt *s;
+	size_t cnt = 0, cap = 0;
+	int r = KM_ERR_INTERNAL, rc, row;
+
+	*out = NULL;
+	*n = 0;
+	c = reader_get(st);
+	if ((r = conn_stmt(c, S_ALERT_LIST, &s)) != KM_OK)
+		goto out;
+	if ((rc = sqlite3_bind_int64(s, 1, after)) != SQLITE_OK ||
+	    (rc = bind_text(s, 2, key)) != SQLITE_OK ||
+	    (rc = sqlite3_bind_int64(s, 3, limit_i64(limit))) != SQLITE_OK) {
+		r = sql_err(c->db, rc, "bind alert list");
+		goto out;
+	}
+	for (;;) {
+		if ((r = stmt_row(c, s, &row, "list alerts")) != KM_OK)
+			goto out;
+		if (!row)
+			break;
+		if ((r = grow((void **)&arr, &cap, cnt, sizeof(*arr))) != KM_OK)
+			goto out;
+		a = &arr[cnt];
+		a->id = sqlite3_column_int64(s, 0);
+		a->key_id = sqlite3_column_int64(s, 1);
+		if ((r = col_text_fixed(s, 2, a->key, sizeof(a->key))) != KM_OK ||
+		    (r = col_text_fixed(s, 3, a->kind, sizeof(a->kind))) != KM_OK ||
+		    (r = col_text_fixed(s, 7, a->detail, sizeof(a->detail))) != KM_OK)
+			goto out;
+		a->threshold = sqlite3_column_int64(s, 4);
+		a->ref_at = sqlite3_column_int64(s, 5);
+		a->raised_at = sqlite3_column_int64(s, 6);
+		cnt++;
+	}
+	*out = arr;
+	*n = cnt;
+	arr = NULL;
+	r = KM_OK;
+out:
+	reader_put(st, c);
+	free(arr);
+	return r;
+}
+
+int
+store_state_stats(struct store *st, struct store_state_stats *out)
+{
+	struct conn *c = NULL;
+	sqlite3_stmt *s;
+	double uses;
+	int64_t state;
+	int r = KM_ERR_INTERNAL, row;
+
+	memset(out, 0, sizeof(*out));
+	if ((r = reader_begin(st, &c)) != KM_OK)
+		goto out;
+	if ((r = conn_stmt(c, S_KEY_COUNT, &s)) != KM_OK)
+		goto out;
+	if ((r = stmt_row(c, s, &row, "count keys")) != KM_OK)
+		goto out;
+	if (row && sqlite3_column_int64(s, 0) > 0)
+		out->keys = (uint64_t)sqlite3_column_int64(s, 0);
+	if ((r = conn_stmt(c, S_STATE_STATS, &s)) != KM_OK)
+		goto out;
+	for (;;) {
+		if ((r = stmt_row(c, s, &row, "version statistics")) != KM_OK)
+			goto out;
+		if (!row)
+			break;
+		state = sqlite3_column_int64(s, 0);
+		if (!state_valid(state)) {
+			r = corrupt(s, 0);
+			goto out;
+		}
+		out->versions[state] = (uint64_t)sqlite3_column_int64(s, 1);
+		uses = sqlite3_column_double(s, 2);
+		out->uses[state] = uses <= 0 ? 0 : uses >= 1.8e19 ?
+		    UINT64_MAX : (uint64_t)uses;
+	}
+	r = KM_OK;
+out:
+	if (c != NULL)
+		reader_put(st, c);
+	return r;
+}
+
+int
+store_version_uses(struct store *st, size_t max_keys,
+    struct store_version_use **out, size_t *n)
+{
+	struct store_version_use *arr = NULL, *u;
+	struct conn *c = NULL;
+	sqlite3_stmt *s;
+	size_t cnt = 0, cap = 0;
+	int64_t state, uses;
+	int r = KM_ERR_INTERNAL, rc, row;
+
+	*out = NULL;
+	*n = 0;
+	if ((r = reader_begin(st, &c)) != KM_OK)
+		goto out;
+	if ((r = conn_stmt(c, S_VERSION_USES, &s)) != KM_OK)
+		goto out;
+	if ((rc = sqlite3_bind_int64(s, 1, limit_i64(max_keys))) != SQLITE_OK) {
+		r = sql_err(c->db, rc, "bind version uses");
+		goto out;
+	}
+	for (;;) {
+		if ((r = stmt_row(c, s, &row, "version uses")) != KM_OK)
+			goto out;
+		if (!row)
+			break;
+		if ((r = grow((void **)&arr, &cap, cnt, sizeof(*arr))) != KM_OK)
+			goto out;
+		u = &arr[cnt];
+		u->key_id = sqlite3_column_int64(s, 0);
+		if ((r = col_text_fixed(s, 1, u->name, sizeof(u->name))) != KM_OK ||
+		    (r = col_u32(s, 2, &u->version)) != KM_OK)
+			goto out;
+		state = sqlite3_column_int64(s, 3);
+		uses = sqlite3_column_int64(s, 4);
+		if (!state_valid(state) || uses < 0) {
+			r = corrupt(s, state_valid(state) ? 4 : 3);
+			goto out;
+		}
+		u->state = (enum km_state)state;
+		u->use_count = (uint64_t)uses;
+		u->last_used_at = sqlite3_column_int64(s, 5);
+		u->created_at = sqlite3_column_int64(s, 6);
+		cnt++;
+	}
+	*out = arr;
+	*n = cnt;
+	arr = NULL;
+	r = KM_OK;
+out:
+	if (c != NULL)
+		reader_put(st, c);
+	free(arr);
 	return r;
 }

@@ -95,6 +95,22 @@ int store_check(struct store *st) KM_WUR;
 /* Schema version after migrations. */
 int store_schema_version(struct store *st);
 
+/* For a module with tables of its own (ceremony/cer_store.c): runs `fn` on
+ * the writer connection inside BEGIN IMMEDIATE, under the writer lock; when
+ * fn returns KM_OK the hook runs and the transaction commits, otherwise it
+ * rolls back. fn prepares and finalizes its own statements and must not
+ * call other store functions. Returns fn's, the hook's or COMMIT's error. */
+struct sqlite3;
+int store_write_tx(struct store *st, int (*fn)(struct sqlite3 *db, void *arg),
+    void *arg, store_commit_hook hook, void *harg) KM_WUR;
+/* Runs `fn` inside one read transaction on a read-only connection (one
+ * snapshot for all its queries). Returns fn's result. */
+int store_read_tx(struct store *st, int (*fn)(struct sqlite3 *db, void *arg),
+    void *arg) KM_WUR;
+/* After key material was erased outside store_version_set_state: truncates
+ * the WAL so old page images of the blob go (best effort). */
+void store_wal_scrub(struct store *st);
+
 void store_key_free(struct store_key *k);
 void store_token_free(struct store_token *t);
 
@@ -143,5 +159,101 @@ int store_token_list(struct store *st, struct store_token ***out,
 /* Sets revoked_at; KM_ERR_TOKEN_NOT_FOUND when absent or already revoked. */
 int store_token_revoke(struct store *st, const char *id, int64_t at,
     store_commit_hook hook, void *arg) KM_WUR;
+
+/* ---- Scheduler, alerts and metrics (service/scheduler.c, metrics.c) ---- */
+
+/* Like store_key_rotate, but only while the key is as the caller saw it:
+ * its primary_version is `expect_primary` and its next_rotation_at is
+ * `expect_next` (0 = none), read under the write lock in the same
+ * transaction as the rotation. KM_ERR_INVALID_TRANSITION when either moved
+ * (another instance, an admin or an earlier run rotated it first): nothing
+ * is written and the hook does not run. */
+int store_key_rotate_if(struct store *st, const char *name,
+    uint32_t expect_primary, int64_t expect_next, struct store_version *nv,
+    int64_t next_rotation_at, store_commit_hook hook, void *arg) KM_WUR;
+
+/* A key with a rotation schedule, as the scheduler and metrics see it. */
+struct store_sched_key {
+	int64_t key_id;
+	char name[129];
+	char type[16];
+	uint32_t primary_version;	/* 0 = none */
+	int64_t rotation_period;	/* seconds */
+	int64_t next_rotation_at;	/* microseconds; 0 = none */
+	int64_t expires_at;		/* microseconds; 0 = none */
+	int64_t primary_created_at;	/* microseconds; 0 = no primary */
+};
+
+/* Keys whose next_rotation_at is set and <= `before`, soonest first, at
+ * most `limit`. *out (free()) holds *n entries. */
+int store_keys_due(struct store *st, int64_t before, size_t limit,
+    struct store_sched_key **out, size_t *n) KM_WUR;
+/* Keys with a rotation schedule (by_expiry 0: next_rotation_at set, soonest
+ * first) or an expiry (by_expiry 1: expires_at set, soonest first), at
+ * most `limit`; for the per-key gauges of /metrics. */
+int store_keys_scheduled(struct store *st, int by_expiry, size_t limit,
+    struct store_sched_key **out, size_t *n) KM_WUR;
+
+/* Expiry thresholds, DESIGN.md section 3. */
+struct store_expiring {
+	int64_t key_id;
+	char name[129];
+	int64_t expires_at;		/* microseconds */
+	int64_t threshold;		/* seconds: the tightest one crossed */
+};
+
+/* Keys whose tightest crossed expiry threshold has no alert yet. The
+ * thresholds are t1 < t2 < t3 seconds before expires_at, plus 0 (expired):
+ * a key expiring at E has crossed threshold T at `now` when E - now <= T.
+ * Soonest first, at most `limit`. */
+int store_keys_expiring(struct store *st, int64_t now, int64_t t1, int64_t t2,
+    int64_t t3, size_t limit, struct store_expiring **out, size_t *n) KM_WUR;
+
+/* A raised alert. Alerts are raised once: (key, kind, threshold, ref_at)
+ * is unique. */
+struct store_alert {
+	int64_t id;			/* assigned on insert, increasing */
+	int64_t key_id;
+	char key[129];			/* filled by store_alert_list */
+	char kind[32];			/* "expiry", "expired", "rotation_failed" */
+	int64_t threshold;		/* seconds before ref_at; 0 for others */
+	int64_t ref_at;			/* expires_at, or the missed next_rotation_at */
+	int64_t raised_at;		/* microseconds */
+	char detail[128];		/* an error code, or "" */
+};
+
+/* Records `a` (a->id is set). KM_ERR_KEY_EXISTS when that alert was raised
+ * already: nothing is written and the hook does not run. */
+int store_alert_add(struct store *st, struct store_alert *a,
+    store_commit_hook hook, void *arg) KM_WUR;
+/* Alerts with id > `after`, oldest first, at most `limit`; only those of
+ * key `key` when it is not NULL. *out (free()) holds *n entries. */
+int store_alert_list(struct store *st, int64_t after, const char *key,
+    size_t limit, struct store_alert **out, size_t *n) KM_WUR;
+
+/* Versions per state over every key, and the sum of their use counters. */
+struct store_state_stats {
+	uint64_t versions[KM_STATE_DESTROYED + 1];	/* index: enum km_state */
+	uint64_t uses[KM_STATE_DESTROYED + 1];
+	uint64_t keys;
+};
+int store_state_stats(struct store *st, struct store_state_stats *out) KM_WUR;
+
+/* One version of a key that is mid-rotation (has active or retired
+ * versions): the old-key-usage signal. */
+struct store_version_use {
+	int64_t key_id;
+	char name[129];
+	uint32_t version;
+	enum km_state state;
+	uint64_t use_count;
+	int64_t last_used_at;		/* microseconds; 0 = never */
+	int64_t created_at;		/* microseconds */
+};
+/* Every primary, active and retired version of the (at most `max_keys`)
+ * keys that have active or retired versions, most recently used old
+ * version first; rows sorted by key name, version. */
+int store_version_uses(struct store *st, size_t max_keys,
+    struct store_version_use **out, size_t *n) KM_WUR;
 
 #endif

@@ -19,7 +19,10 @@
 #include "cfg.h"
 #include "km.h"
 #include "kmsctl_audit.h"
+#include "kmsctl_ceremony.h"
 #include "kmsctl_http.h"
+#include "kmsctl_rewrap.h"
+#include "kmsctl_sign.h"
 #include "kmsd_version.h"
 #include "log.h"
 
@@ -39,6 +42,8 @@ enum {
 	OPT_CONFIG,
 	OPT_INIT_TOKEN,
 	OPT_ADMIN_TOKEN_FILE,
+	OPT_OFFICERS,
+	OPT_QUORUM,
 	OPT_TYPE,
 	OPT_ROTATION_PERIOD,
 	OPT_EXPIRES_AT,
@@ -87,9 +92,14 @@ static const char usage_main[] =
     "  key show      show one key and its versions\n"
     "  key rotate    make a new primary version\n"
     "  key state     move a key version to another state\n"
+    "  key revoke    revoke a key version at once (an officer's signature)\n"
+    "  key inventory every key: versions, age, next rotation, expiry, old-version use\n"
     "  wrap          wrap plaintext bytes (up to 4096) under a key\n"
     "  unwrap        unwrap a ciphertext back to its bytes\n"
-    "  rewrap        rewrap a ciphertext to the primary version or another key\n"
+    "  rewrap        rewrap a ciphertext to the primary version or another key;\n"
+    "                with --sqlite or --jsonl: every DEK of a table or file\n"
+    "  emergency-rotate  rotate, revoke the exposed version, exposure report,\n"
+    "                rewrap (docs/ROTATION.md)\n"
     "  datakey       generate a data key, wrapped (and optionally in plaintext)\n"
     "  token create  create an API token (printed once)\n"
     "  token list    list API tokens\n"
@@ -98,6 +108,13 @@ static const char usage_main[] =
     "  audit verify  check a bundle offline: chain, checkpoints, quorum\n"
     "  audit head    the chain head and the newest signed checkpoint\n"
     "  audit records query audit records; --csv gives the exposure report\n"
+    "  sign          sign bytes with a signing key: raw signature or JWS\n"
+    "  verify        check a raw signature or a JWS of a signing key\n"
+    "  jwks          print the public JWKS (no token needed)\n"
+    "  officer       officer keys (keygen, pubkey) and the registry (list)\n"
+    "  ceremony      M-of-N ceremonies: create, list, show, approve, reject,\n"
+    "                execute, cancel (docs/CEREMONIES.md)\n"
+    "  mek           MEK status; rotate (a ceremony), --wait, --resume\n"
     "\n"
     "Options: --token-file FILE  read the bearer token from FILE\n"
     "         --version          print the version\n"
@@ -105,11 +122,13 @@ static const char usage_main[] =
 
 static const char usage_init[] =
     "Usage: kmsctl init [--config FILE] [--init-token] [--admin-token-file FILE]\n"
+    "                   [--officers DIR --quorum M]\n"
     "\n"
     "First-run setup on the kmsd host (no server needed): initialises the token\n"
     "(with --init-token; for SoftHSM and test tokens), creates MEK version 1,\n"
-    "the metadata store and the first admin token. Steps whose result exists\n"
-    "are skipped, so running it again is safe.\n"
+    "the metadata store, the first admin token and, with --officers, the first\n"
+    "security officers. Steps whose result exists are skipped, so running it\n"
+    "again is safe.\n"
     "\n"
     "  --config FILE            kmsd configuration (default: $KMS_CONFIG, else\n"
     "                           built-in defaults and KMS_* variables)\n"
@@ -118,6 +137,10 @@ static const char usage_init[] =
     "                           <data_dir>/token.so-pin\n"
     "  --admin-token-file FILE  where the admin token goes (default\n"
     "                           <data_dir>/admin.token, mode 0600)\n"
+    "  --officers DIR           register every DIR/<name>.pub.pem (kmsctl officer\n"
+    "                           keygen) as a security officer; later changes are\n"
+    "                           ceremonies (docs/CEREMONIES.md)\n"
+    "  --quorum M               approvals a ceremony needs (1..officers)\n"
     "\n" EXIT_HELP;
 
 static const char usage_key[] =
@@ -129,6 +152,8 @@ static const char usage_key[] =
     "  key show NAME [--json]\n"
     "  key rotate NAME [--json]\n"
     "  key state NAME VERSION STATE [--force] [--json]\n"
+    "  key revoke NAME VERSION --officer O (--key F | --pkcs11-uri U) [--yes]\n"
+    "  key inventory [--json] [--auditor-token-file F] [--window 24h]\n"
     "\n"
     "See 'kmsctl key COMMAND --help'.\n";
 
@@ -715,9 +740,12 @@ cmd_init(int argc, char **argv)
 		{ "config", required_argument, NULL, OPT_CONFIG },
 		{ "init-token", no_argument, NULL, OPT_INIT_TOKEN },
 		{ "admin-token-file", required_argument, NULL, OPT_ADMIN_TOKEN_FILE },
+		{ "officers", required_argument, NULL, OPT_OFFICERS },
+		{ "quorum", required_argument, NULL, OPT_QUORUM },
 		O_END
 	};
-	struct boot_options bo = { 0, NULL };
+	struct boot_options bo = { 0, NULL, NULL, 0 };
+	char *qend;
 	const char *config = getenv("KMS_CONFIG");
 	struct cfg *c = NULL;
 	int ch, lvl, r = CLI_USAGE, kr;
@@ -735,12 +763,23 @@ cmd_init(int argc, char **argv)
 		case OPT_ADMIN_TOKEN_FILE:
 			bo.admin_token_path = optarg;
 			break;
+		case OPT_OFFICERS:
+			bo.officers_dir = optarg;
+			break;
+		case OPT_QUORUM:
+			bo.quorum = (int)strtol(optarg, &qend, 10);
+			if (*optarg == '\0' || *qend != '\0' || bo.quorum < 1 ||
+			    bo.quorum > 64)
+				return usage_error("init ", "--quorum must be 1..64");
+			break;
 		default:
 			return usage_hint("init ");
 		}
 	}
 	if (optind != argc)
 		return usage_error("init ", "unexpected argument '%s'", argv[optind]);
+	if ((bo.officers_dir != NULL) != (bo.quorum != 0))
+		return usage_error("init ", "--officers and --quorum go together");
 	if (config != NULL && *config == '\0')
 		config = NULL;
 	if ((kr = cfg_load(config, &c)) != KM_OK) {
@@ -966,6 +1005,10 @@ key_one(int argc, char **argv, const char *cmd, const char *usage,
 	    (r = cli_http_call(h, method, path, NULL, &ans)) != CLI_OK)
 		goto out;
 	r = json ? print_json(ans) : print_key(ans);
+	/* A rotated signing key: the kid its new signatures carry. */
+	if (r == CLI_OK && !json && suffix != NULL &&
+	    strcmp(suffix, "/rotate") == 0)
+		cli_sign_print_new_kid(ans);
 out:
 	free(path);
 	json_decref(ans);
@@ -1261,6 +1304,8 @@ out:
 static int
 cmd_rewrap(int argc, char **argv)
 {
+	if (cli_rewrap_is_bulk(argc, argv))
+		return cli_rewrap_bulk_main(argc, argv, g_token_file);
 	static const struct option opts[] = {
 		O_HELP, O_TOKEN_FILE, O_CONTEXT, O_IN, O_OUT,
 		{ "to", required_argument, NULL, OPT_TO },
@@ -1633,12 +1678,27 @@ struct cmd {
 	int (*run)(int argc, char **argv);
 };
 
+static int
+cmd_key_inventory(int argc, char **argv)
+{
+	return cli_inventory_main(argc, argv, g_token_file);
+}
+
+/* kmsctl_ceremony.c: the signed emergency revoke. */
+static int
+cmd_key_revoke(int argc, char **argv)
+{
+	return cli_key_revoke(argc, argv, g_token_file);
+}
+
 static const struct cmd key_cmds[] = {
 	{ "create", cmd_key_create },
 	{ "list", cmd_key_list },
 	{ "show", cmd_key_show },
 	{ "rotate", cmd_key_rotate },
 	{ "state", cmd_key_state },
+	{ "inventory", cmd_key_inventory },
+	{ "revoke", cmd_key_revoke },
 	{ NULL, NULL }
 };
 
@@ -1683,9 +1743,53 @@ cmd_token(int argc, char **argv)
 }
 
 static int
+cmd_emergency(int argc, char **argv)
+{
+	return cli_emergency_main(argc, argv, g_token_file);
+}
+
+static int
 cmd_audit(int argc, char **argv)
 {
 	return cli_audit_main(argc, argv, g_token_file);
+}
+
+/* kmsctl_sign.c */
+static int
+cmd_sign(int argc, char **argv)
+{
+	return cli_sign_main(argc, argv, g_token_file);
+}
+
+static int
+cmd_verify(int argc, char **argv)
+{
+	return cli_verify_main(argc, argv, g_token_file);
+}
+
+static int
+cmd_jwks(int argc, char **argv)
+{
+	return cli_jwks_main(argc, argv, g_token_file);
+}
+
+/* kmsctl_ceremony.c */
+static int
+cmd_officer(int argc, char **argv)
+{
+	return cli_officer_main(argc, argv, g_token_file);
+}
+
+static int
+cmd_ceremony(int argc, char **argv)
+{
+	return cli_ceremony_main(argc, argv, g_token_file);
+}
+
+static int
+cmd_mek(int argc, char **argv)
+{
+	return cli_mek_main(argc, argv, g_token_file);
 }
 
 static const struct cmd main_cmds[] = {
@@ -1697,6 +1801,13 @@ static const struct cmd main_cmds[] = {
 	{ "datakey", cmd_datakey },
 	{ "token", cmd_token },
 	{ "audit", cmd_audit },
+	{ "officer", cmd_officer },
+	{ "ceremony", cmd_ceremony },
+	{ "mek", cmd_mek },
+	{ "emergency-rotate", cmd_emergency },
+	{ "sign", cmd_sign },
+	{ "verify", cmd_verify },
+	{ "jwks", cmd_jwks },
 	{ NULL, NULL }
 };
 

@@ -91,7 +91,7 @@ struct cli_audit_verifier {
 	char segment[SEG_NAME_LEN + 1];
 	int result;			/* sticky once not CLI_AUDIT_VALID */
 	char msg[640];
-	char notes[2048];
+	char notes[16384];
 	size_t notes_len;
 };
 
@@ -706,8 +706,13 @@ check_ceremony(struct cli_audit_verifier *v, json_t *rec)
 {
 	json_t *q = json_object_get(rec, "quorum"), *ap = json_object_get(rec,
 	    "approvers");
+	json_t *id = json_object_get(rec, "ceremony_id"), *op = json_object_get(rec,
+	    "operation");
 	const char *req = json_string_value(json_object_get(rec, "requester"));
 	uint64_t seq = v->next_seq;
+	char names[256], b1[52], b2[52], b3[52];
+	size_t i, used;
+	int r;
 
 	if (strcmp(json_string_value(json_object_get(rec, "op")),
 	    "ceremony.execute") != 0 ||
@@ -726,7 +731,21 @@ check_ceremony(struct cli_audit_verifier *v, json_t *rec)
 		return fail(v, "seq %" PRIu64 ": executed ceremony had %zu "
 		    "approvers but its quorum is %" JSON_INTEGER_FORMAT, seq,
 		    json_array_size(ap), json_integer_value(q));
-	return check_approvers(v, ap, req);
+	if ((r = check_approvers(v, ap, req)) != CLI_AUDIT_VALID)
+		return r;
+	/* Each execution is listed, so an auditor sees who approved what. */
+	names[0] = '\0';
+	for (i = 0; i < json_array_size(ap); i++) {
+		used = strlen(names);
+		snprintf(names + used, sizeof(names) - used, "%s%s", i ? ", " : "",
+		    safe(json_string_value(json_array_get(ap, i)), b1));
+	}
+	note(v, "seq %" PRIu64 ": ceremony %s (%s) executed with quorum %"
+	    JSON_INTEGER_FORMAT ", approved by %s; requested by %s", seq,
+	    safe(json_is_string(id) ? json_string_value(id) : "?", b1),
+	    safe(json_is_string(op) ? json_string_value(op) : "?", b2),
+	    json_integer_value(q), names, safe(req, b3));
+	return CLI_AUDIT_VALID;
 }
 
 /* Compares the line hash with a checkpoint or the trusted checkpoint that

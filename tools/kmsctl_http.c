@@ -24,6 +24,8 @@ struct cli_http {
 	struct curl_slist *headers;	/* holds the bearer token; wiped on free */
 	int have_token;
 	char request_id[128];		/* X-Request-Id of the last answer */
+	char last_code[64];		/* error.code of the last answer, or "" */
+	long last_status;		/* HTTP status of the last answer, or 0 */
 	struct km_buf resp;
 	char errbuf[CURL_ERROR_SIZE];
 };
@@ -358,6 +360,8 @@ cli_http_call(struct cli_http *h, const char *method, const char *path,
 
 	*answer = NULL;
 	h->request_id[0] = '\0';
+	h->last_code[0] = '\0';
+	h->last_status = 0;
 	km_buf_free(&h->resp);
 	km_buf_append_str(&url, h->base);
 	km_buf_append_str(&url, path);
@@ -408,6 +412,11 @@ cli_http_call(struct cli_http *h, const char *method, const char *path,
 		goto out;
 	}
 	print_error(h, status, doc);
+	h->last_status = status;
+	snprintf(h->last_code, sizeof(h->last_code), "%s",
+	    doc != NULL && json_string_value(json_object_get(json_object_get(doc,
+	    "error"), "code")) != NULL ? json_string_value(json_object_get(
+	    json_object_get(doc, "error"), "code")) : "http_error");
 	r = (status >= 400 && status < 500) ? CLI_FAIL : CLI_UNREACHABLE;
 out:
 	json_decref(doc);
@@ -416,4 +425,22 @@ out:
 	km_buf_free(&url);
 	km_buf_free(&h->resp);
 	return r;
+}
+
+const char *
+cli_http_last_code(const struct cli_http *h)
+{
+	return h->last_code;
+}
+
+long
+cli_http_last_status(const struct cli_http *h)
+{
+	return h->last_status;
+}
+
+const char *
+cli_http_last_request_id(const struct cli_http *h)
+{
+	return h->request_id;
 }

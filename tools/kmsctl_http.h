@@ -44,6 +44,13 @@ void cli_http_free(struct cli_http *h);
 int cli_http_call(struct cli_http *h, const char *method, const char *path,
     const json_t *body, json_t **answer) KM_WUR;
 
+/* After a failed cli_http_call: the server's error.code ("http_error"
+ * when the answer had none; "" after a transport failure) and the HTTP
+ * status (0 when no answer came). After any call: its X-Request-Id. */
+const char *cli_http_last_code(const struct cli_http *h);
+long cli_http_last_status(const struct cli_http *h);
+const char *cli_http_last_request_id(const struct cli_http *h);
+
 /* *out = prefix + percent-encoded `segment` + suffix (suffix may be NULL),
  * owned by the caller (free()). Returns CLI_OK or CLI_USAGE. */
 int cli_http_path(struct cli_http *h, const char *prefix, const char *segment,

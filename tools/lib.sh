@@ -10,6 +10,13 @@ KMS_DEB_PACKAGES=(
 	libmicrohttpd-dev libjansson-dev libsqlite3-dev sqlite3
 	libcurl4-openssl-dev libcunit1-dev
 	curl ca-certificates git
+	# The JOSE interop test (tests/integration/jose_interop.sh): a verifier
+	# that is not kmsd checks its JWS with a standard library.
+	python3-jwcrypto
+	# Security tests (tests/fuzz, tests/valgrind): clang alone lacks
+	# libFuzzer and the sanitizer runtimes on Debian 12 (libclang-rt-14-dev
+	# is only a Recommends of libclang-common-14-dev).
+	clang libclang-rt-14-dev valgrind cppcheck
 )
 
 kms_say() {

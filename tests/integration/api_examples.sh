@@ -4,10 +4,12 @@
 # its error.code.
 #
 #   KMS_ADDR=http://127.0.0.1:PORT ADMIN=$(cat DATA/admin.token) \
-#       tests/integration/api_examples.sh
+#       OFFICERS=DIR tests/integration/api_examples.sh
 #
 # KMS_ADDR  base URL of kmsd
 # ADMIN     an admin bearer token
+# OFFICERS  a directory with alice.pem, bob.pem and carol.pem, the private
+#           keys of the officers registered at init (quorum 2)
 #
 # The instance must be fresh (no keys named matter-1 or matter-2): the
 # examples create them. tests/integration/api_examples_run.sh starts such an
@@ -15,14 +17,17 @@
 #
 # Each example prints the command line exactly as it runs (tokens and values
 # taken from earlier answers appear as shell variables: $ADMIN, $OFFICER,
-# $APP, $AUDITOR, $APP2, $APP2_ID, $CT, $CT2), the HTTP status, the answer, and
-# "ok" or "FAIL". Only bash and curl (>= 7.82, for --json), grep, sed, head
-# and tr are used. Ends with "N passed, N failed"; exits 1 if anything failed.
+# $APP, $AUDITOR, $APP2, $APP2_ID, $CT, $CT2, $CID, $DIGEST, $SIGNER,
+# $SIG, $JWS), the HTTP
+# status, the answer, and "ok" or "FAIL". Only bash and curl (>= 7.82, for
+# --json), grep, sed, head, tr, and openssl, base64 and date for the
+# officers' signatures, are used. Ends with "N passed, N failed"; exits 1
+# if anything failed.
 set -u
 
-if [ -z "${KMS_ADDR:-}" ] || [ -z "${ADMIN:-}" ]; then
-	echo "api_examples.sh: set KMS_ADDR (e.g. http://127.0.0.1:8420) and" \
-	    "ADMIN (an admin token)" >&2
+if [ -z "${KMS_ADDR:-}" ] || [ -z "${ADMIN:-}" ] || [ -z "${OFFICERS:-}" ]; then
+	echo "api_examples.sh: set KMS_ADDR (e.g. http://127.0.0.1:8420)," \
+	    "ADMIN (an admin token) and OFFICERS (the officers' key directory)" >&2
 	exit 2
 fi
 if ! command -v curl >/dev/null 2>&1; then
@@ -125,8 +130,10 @@ set_var() {
 	fi
 }
 
-OFFICER='' APP='' AUDITOR='' APP2='' APP2_ID='' CT='' CT2=''
-export KMS_ADDR ADMIN OFFICER APP AUDITOR APP2 APP2_ID CT CT2
+OFFICER='' APP='' AUDITOR='' APP2='' APP2_ID='' CT='' CT2='' CID='' DIGEST=''
+SIGNER='' SIG='' JWS=''
+export KMS_ADDR ADMIN OFFICERS OFFICER APP AUDITOR APP2 APP2_ID CT CT2 CID DIGEST
+export SIGNER SIG JWS
 
 section "Health"
 ex "liveness" 200 "" <<'EOF'
@@ -186,9 +193,16 @@ curl -s -H "Authorization: Bearer $ADMIN" "$KMS_ADDR/v1/tokens" \
   --json '{"role":"officer","description":"duty officer"}'
 EOF
 set_var OFFICER token
-ex "revoke version 1 (officer)" 200 "" <<'EOF'
+ex "a bearer token does not revoke, not even an officer's" 403 forbidden <<'EOF'
 curl -s -H "Authorization: Bearer $OFFICER" "$KMS_ADDR/v1/keys/matter-1/versions/1/state" \
   --json '{"state":"revoked"}'
+EOF
+ex "revoke version 1: officer alice's signature" 200 "" <<'EOF'
+TS=$(date -u +%Y-%m-%dT%H:%M:%SZ) NONCE=$(openssl rand -hex 16)
+SIG=$(printf 'kms-revoke/v1\nkey: %s\nversion: %s\nofficer: %s\nts: %s\nnonce: %s\n' \
+  matter-1 1 alice "$TS" "$NONCE" | openssl dgst -sha256 -sign "$OFFICERS/alice.pem" | base64 -w0)
+curl -s -H "Authorization: Bearer $OFFICER" "$KMS_ADDR/v1/keys/matter-1/versions/1/revoke" \
+  --json '{"officer":"alice","ts":"'"$TS"'","nonce":"'"$NONCE"'","signature":"'"$SIG"'"}'
 EOF
 ex "revoked is final" 409 invalid_transition <<'EOF'
 curl -s -H "Authorization: Bearer $ADMIN" "$KMS_ADDR/v1/keys/matter-1/versions/1/state" \
@@ -247,6 +261,46 @@ EOF
 ex "batch rewrap, the second item without its context" 200 missing_context <<'EOF'
 curl -s -H "Authorization: Bearer $APP" "$KMS_ADDR/v1/keys/matter-1/rewrap" \
   --json '{"batch":[{"ciphertext":"'"$CT"'","context":{"matter":"m-1"}},{"ciphertext":"'"$CT"'"}]}'
+EOF
+
+section "Signing"
+ex "create an ECDSA P-256 signing key (admin)" 201 "" <<'EOF'
+curl -s -H "Authorization: Bearer $ADMIN" "$KMS_ADDR/v1/keys" --json '{"name":"signer-1","type":"ec-p256","rotation_period":"90d"}'
+EOF
+ex "create an Ed25519 signing key: kept on the token (admin)" 201 "" <<'EOF'
+curl -s -H "Authorization: Bearer $ADMIN" "$KMS_ADDR/v1/keys" --json '{"name":"signer-2","type":"ed25519"}'
+EOF
+ex "create an app token for signer-* (admin)" 201 "" <<'EOF'
+curl -s -H "Authorization: Bearer $ADMIN" "$KMS_ADDR/v1/tokens" \
+  --json '{"role":"app","keys":"signer-*","description":"token issuer"}'
+EOF
+set_var SIGNER token
+ex "sign bytes: a DER ECDSA signature" 200 "" <<'EOF'
+curl -s -H "Authorization: Bearer $SIGNER" "$KMS_ADDR/v1/keys/signer-1/sign" \
+  --json '{"input":"aGVsbG8gd29ybGQ="}'
+EOF
+set_var SIG signature
+ex "verify it (the version is found by trying each)" 200 "" <<'EOF'
+curl -s -H "Authorization: Bearer $SIGNER" "$KMS_ADDR/v1/keys/signer-1/verify" \
+  --json '{"input":"aGVsbG8gd29ybGQ=","signature":"'"$SIG"'"}'
+EOF
+ex "sign a JWS with an extra protected header member" 200 "" <<'EOF'
+curl -s -H "Authorization: Bearer $SIGNER" "$KMS_ADDR/v1/keys/signer-1/sign" \
+  --json '{"input":"eyJzdWIiOiJtYXR0ZXItMSIsImV4cCI6MTc5OTk5OTk5OX0=","format":"jws","header":{"typ":"JWT"}}'
+EOF
+set_var JWS signature
+ex "the public keys of the published versions" 200 "" <<'EOF'
+curl -s -H "Authorization: Bearer $SIGNER" "$KMS_ADDR/v1/keys/signer-1/public"
+EOF
+ex "rotate: version 2 signs from now on (admin)" 200 "" <<'EOF'
+curl -s -X POST -H "Authorization: Bearer $ADMIN" "$KMS_ADDR/v1/keys/signer-1/rotate"
+EOF
+ex "the version 1 JWS still verifies: its kid names version 1" 200 "" <<'EOF'
+curl -s -H "Authorization: Bearer $SIGNER" "$KMS_ADDR/v1/keys/signer-1/verify" \
+  --json '{"jws":"'"$JWS"'"}'
+EOF
+ex "the JWKS: every published version, no token needed" 200 "" <<'EOF'
+curl -s "$KMS_ADDR/.well-known/jwks.json"
 EOF
 
 section "Tokens"
@@ -353,8 +407,12 @@ ex "400: invalid_request" 400 invalid_request <<'EOF'
 curl -s -H "Authorization: Bearer $APP" "$KMS_ADDR/v1/keys/matter-1/datakey" \
   --json '{"bits":512,"context":{"matter":"m-1"}}'
 EOF
-ex "400: unsupported_key_type" 400 unsupported_key_type <<'EOF'
-curl -s -H "Authorization: Bearer $ADMIN" "$KMS_ADDR/v1/keys" --json '{"name":"signer-1","type":"ec-p256"}'
+ex "400: invalid_request (a signing key does not wrap)" 400 invalid_request <<'EOF'
+curl -s -H "Authorization: Bearer $SIGNER" "$KMS_ADDR/v1/keys/signer-1/wrap" --json '{"plaintext":"AAECAw=="}'
+EOF
+ex "400: invalid_request (the JWS alg is not the key's)" 400 invalid_request <<'EOF'
+curl -s -H "Authorization: Bearer $SIGNER" "$KMS_ADDR/v1/keys/signer-2/verify" \
+  --json '{"jws":"'"$JWS"'"}'
 EOF
 ex "409: version_in_use (version 2 was used a moment ago)" 409 version_in_use <<'EOF'
 curl -s -H "Authorization: Bearer $ADMIN" "$KMS_ADDR/v1/keys/matter-1/versions/2/state" \
@@ -372,9 +430,12 @@ ex "a retired version still rewraps" 200 "" <<'EOF'
 curl -s -H "Authorization: Bearer $APP" "$KMS_ADDR/v1/keys/matter-1/rewrap" \
   --json '{"ciphertext":"'"$CT"'","context":{"matter":"m-1"}}'
 EOF
-ex "revoke the primary version of matter-2 (officer)" 200 "" <<'EOF'
-curl -s -H "Authorization: Bearer $OFFICER" "$KMS_ADDR/v1/keys/matter-2/versions/1/state" \
-  --json '{"state":"revoked"}'
+ex "revoke the primary version of matter-2 (officer bob's signature)" 200 "" <<'EOF'
+TS=$(date -u +%Y-%m-%dT%H:%M:%SZ) NONCE=$(openssl rand -hex 16)
+SIG=$(printf 'kms-revoke/v1\nkey: %s\nversion: %s\nofficer: %s\nts: %s\nnonce: %s\n' \
+  matter-2 1 bob "$TS" "$NONCE" | openssl dgst -sha256 -sign "$OFFICERS/bob.pem" | base64 -w0)
+curl -s -H "Authorization: Bearer $OFFICER" "$KMS_ADDR/v1/keys/matter-2/versions/1/revoke" \
+  --json '{"officer":"bob","ts":"'"$TS"'","nonce":"'"$NONCE"'","signature":"'"$SIG"'"}'
 EOF
 ex "409: no_primary_version" 409 no_primary_version <<'EOF'
 curl -s -H "Authorization: Bearer $APP" "$KMS_ADDR/v1/keys/matter-2/wrap" --json '{"plaintext":"AAECAw=="}'
@@ -388,6 +449,57 @@ curl -s -X POST -H "Authorization: Bearer $ADMIN" "$KMS_ADDR/v1/keys/matter-2/ro
 EOF
 ex "413: a body over 1 MiB" 413 payload_too_large <<'EOF'
 head -c 1100000 /dev/zero | tr '\0' ' ' | curl -s -H "Authorization: Bearer $APP" "$KMS_ADDR/v1/keys/matter-1/wrap" --json @-
+EOF
+
+section "Ceremonies"
+ex "the officers and the quorum" 200 "" <<'EOF'
+curl -s -H "Authorization: Bearer $ADMIN" "$KMS_ADDR/v1/officers"
+EOF
+ex "ask for an MEK rotation (admin)" 201 "" <<'EOF'
+curl -s -H "Authorization: Bearer $ADMIN" "$KMS_ADDR/v1/ceremonies" --json '{"operation":"mek.rotate"}'
+EOF
+set_var CID id
+set_var DIGEST digest
+ex "409: quorum_not_met (no approvals yet)" 409 quorum_not_met <<'EOF'
+curl -s -X POST -H "Authorization: Bearer $ADMIN" "$KMS_ADDR/v1/ceremonies/$CID/execute"
+EOF
+ex "alice approves: her signature over kms-approval/v1, the digest, her name, approve" 200 "" <<'EOF'
+SIG=$(printf 'kms-approval/v1\n%s\n%s\n%s\n' "$DIGEST" alice approve |
+  openssl dgst -sha256 -sign "$OFFICERS/alice.pem" | base64 -w0)
+curl -s -H "Authorization: Bearer $OFFICER" "$KMS_ADDR/v1/ceremonies/$CID/approvals" \
+  --json '{"officer":"alice","decision":"approve","signature":"'"$SIG"'"}'
+EOF
+ex "403: invalid_signature (bob's key, but alice's name)" 403 invalid_signature <<'EOF'
+SIG=$(printf 'kms-approval/v1\n%s\n%s\n%s\n' "$DIGEST" alice approve |
+  openssl dgst -sha256 -sign "$OFFICERS/bob.pem" | base64 -w0)
+curl -s -H "Authorization: Bearer $OFFICER" "$KMS_ADDR/v1/ceremonies/$CID/approvals" \
+  --json '{"officer":"alice","decision":"approve","signature":"'"$SIG"'"}'
+EOF
+ex "bob approves" 200 "" <<'EOF'
+SIG=$(printf 'kms-approval/v1\n%s\n%s\n%s\n' "$DIGEST" bob approve |
+  openssl dgst -sha256 -sign "$OFFICERS/bob.pem" | base64 -w0)
+curl -s -H "Authorization: Bearer $OFFICER" "$KMS_ADDR/v1/ceremonies/$CID/approvals" \
+  --json '{"officer":"bob","decision":"approve","signature":"'"$SIG"'"}'
+EOF
+ex "execute: MEK version 2, every key version rewrapped in the background" 200 "" <<'EOF'
+curl -s -X POST -H "Authorization: Bearer $ADMIN" "$KMS_ADDR/v1/ceremonies/$CID/execute"
+EOF
+ex "409: ceremony_closed (a ceremony runs at most once)" 409 ceremony_closed <<'EOF'
+curl -s -X POST -H "Authorization: Bearer $ADMIN" "$KMS_ADDR/v1/ceremonies/$CID/execute"
+EOF
+ex "the MEK versions and the rotation's progress" 200 "" <<'EOF'
+curl -s -H "Authorization: Bearer $AUDITOR" "$KMS_ADDR/v1/mek"
+EOF
+ex "the executed ceremonies (auditor)" 200 "" <<'EOF'
+curl -s -H "Authorization: Bearer $AUDITOR" "$KMS_ADDR/v1/ceremonies?state=executed"
+EOF
+ex "ask for destroying version 1 of matter-2 (officer token)" 201 "" <<'EOF'
+curl -s -H "Authorization: Bearer $OFFICER" "$KMS_ADDR/v1/ceremonies" \
+  --json '{"operation":"key.destroy","params":{"key":"matter-2","version":1},"expires_in":"1h"}'
+EOF
+set_var CID id
+ex "cancel it" 200 "" <<'EOF'
+curl -s -H "Authorization: Bearer $ADMIN" "$KMS_ADDR/v1/ceremonies/$CID/cancel" --json '{"reason":"asked in error"}'
 EOF
 
 printf '\n%d passed, %d failed\n' "$passed" "$failed"

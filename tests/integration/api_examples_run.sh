@@ -101,7 +101,17 @@ export SOFTHSM2_CONF=$D/softhsm2.conf
 printf 'data_dir = %s\nlisten = 127.0.0.1:0\nport_file = %s/kmsd.port\naudit_checkpoint_records = 20\n' \
     "$D" "$D" >"$D/kmsd.conf"
 
-if ! "$KMSCTL_BIN" init --config "$D/kmsd.conf" --init-token >"$D/init.log" 2>&1; then
+# Three security officers, quorum 2 (the ceremony and revoke examples sign
+# with their keys, as an officer would with openssl).
+mkdir -m 0700 "$D/officers"
+for o in alice bob carol; do
+	openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 \
+	    -out "$D/officers/$o.pem" 2>/dev/null &&
+	    openssl pkey -in "$D/officers/$o.pem" -pubout -out "$D/officers/$o.pub.pem" ||
+	    { say "openssl cannot make officer keys"; exit 1; }
+done
+if ! "$KMSCTL_BIN" init --config "$D/kmsd.conf" --init-token \
+    --officers "$D/officers" --quorum 2 >"$D/init.log" 2>&1; then
 	say "kmsctl init failed:"
 	cat "$D/init.log" >&2
 	exit 1
@@ -135,7 +145,8 @@ fi
 
 KMS_ADDR=http://127.0.0.1:$port
 ADMIN=$(cat "$D/admin.token")
-export KMS_ADDR ADMIN
+OFFICERS=$D/officers
+export KMS_ADDR ADMIN OFFICERS
 
 rc=0
 bash "$here/api_examples.sh" || rc=$?

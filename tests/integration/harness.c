@@ -3,6 +3,7 @@
 #include "harness.h"
 
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -23,7 +24,9 @@
 #include <curl/curl.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 
 #define START_TIMEOUT_MS 15000
 #define STOP_TIMEOUT_MS 15000
@@ -90,6 +93,41 @@ write_text(const char *path, const char *text, mode_t mode)
 		off += (size_t)w;
 	}
 	return close(fd);
+}
+
+/* <dir>/officers/<name>.pem (private) and <name>.pub.pem for the three
+ * officers every test kmsd registers at init (quorum 2). */
+static int
+officers_make(const char *dir)
+{
+	static const char *const names[] = { "alice", "bob", "carol" };
+	char path[PATH_MAX + 64];
+	EVP_PKEY *pk;
+	size_t i;
+	FILE *f;
+	int ok;
+
+	snprintf(path, sizeof(path), "%s/officers", dir);
+	if (mkdir(path, 0700) != 0)
+		return -1;
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		if ((pk = EVP_EC_gen("P-256")) == NULL)
+			return -1;
+		snprintf(path, sizeof(path), "%s/officers/%s.pem", dir, names[i]);
+		ok = (f = fopen(path, "w")) != NULL &&
+		    PEM_write_PrivateKey(f, pk, NULL, NULL, 0, NULL, NULL) == 1;
+		if (f != NULL && fclose(f) != 0)
+			ok = 0;
+		snprintf(path, sizeof(path), "%s/officers/%s.pub.pem", dir, names[i]);
+		ok = ok && (f = fopen(path, "w")) != NULL &&
+		    PEM_write_PUBKEY(f, pk) == 1;
+		if (ok && fclose(f) != 0)
+			ok = 0;
+		EVP_PKEY_free(pk);
+		if (!ok)
+			return -1;
+	}
+	return 0;
 }
 
 unsigned char *
@@ -921,8 +959,8 @@ ith_setup(const char *extra_conf)
 	    "../../service/kmsd", "build/service/kmsd", NULL };
 	static const char *const kmsctl_fallbacks[] = { "tools/kmsctl",
 	    "../../tools/kmsctl", "build/tools/kmsctl", NULL };
-	char path[PATH_MAX + 64], *text = NULL;
-	char *argv[6];
+	char path[PATH_MAX + 64], *text = NULL, officers[PATH_MAX + 16];
+	char *argv[10];
 	unsigned char *tok;
 	size_t n;
 	int rc;
@@ -974,12 +1012,23 @@ ith_setup(const char *extra_conf)
 		return -1;
 	}
 
+	/* Three officers, quorum 2 (the ceremony suites sign with their
+	 * keys; see ith_data_dir()/officers). */
+	if (officers_make(H.dir) != 0) {
+		fprintf(stderr, "harness: cannot make the officer keys\n");
+		return -1;
+	}
+	snprintf(officers, sizeof(officers), "%s/officers", H.dir);
 	argv[0] = H.kmsctl;
 	argv[1] = "init";
 	argv[2] = "--config";
 	argv[3] = H.conf;
 	argv[4] = "--init-token";
-	argv[5] = NULL;
+	argv[5] = "--officers";
+	argv[6] = officers;
+	argv[7] = "--quorum";
+	argv[8] = "2";
+	argv[9] = NULL;
 	snprintf(path, sizeof(path), "%s/init.log", H.dir);
 	if ((rc = run_command(argv, path, INIT_TIMEOUT_MS)) != 0) {
 		unsigned char *log = ith_read_file(path, NULL);
@@ -1356,4 +1405,185 @@ ith_post_mt(CURL *c, const char *path, const char *token, const char *body,
 	curl_slist_free_all(hl);
 	free(b.p);
 	return j;
+}
+
+int
+ith_run(char *const argv[], const char *logpath, long timeout_ms)
+{
+	return run_command(argv, logpath, timeout_ms);
+}
+
+/* --- the audit log on disk ---------------------------------------------- */
+
+static int
+cmp_rec(const void *a, const void *b)
+{
+	return strcmp(((const struct ith_audit_rec *)a)->id,
+	    ((const struct ith_audit_rec *)b)->id);
+}
+
+static int
+cmp_name(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void
+audit_add(struct ith_audit *l, const char *id, const char *outcome)
+{
+	struct ith_audit_rec *r;
+
+	if (l->n == l->cap) {
+		size_t ncap = l->cap ? l->cap * 2 : 4096;
+
+		if ((r = realloc(l->recs, ncap * sizeof(*r))) == NULL)
+			abort();
+		l->recs = r;
+		l->cap = ncap;
+	}
+	r = &l->recs[l->n++];
+	snprintf(r->id, sizeof(r->id), "%s", id);
+	r->outcome = outcome == NULL ? '?' : outcome[0] == 'o' ? 'o' :
+	    outcome[0] == 'd' ? 'd' : outcome[0] == 'e' ? 'e' : '?';
+}
+
+/* One record line (no newline): checks seq and prev against the line
+ * before, then remembers its id. */
+static int
+audit_line(struct ith_audit *l, const char *line, size_t len,
+    unsigned char prev[32], const char *file)
+{
+	char hex[65];
+	json_t *rec = json_loadb(line, len, 0, NULL);
+	const char *p = json_string_value(json_object_get(rec, "prev"));
+	const char *id = json_string_value(json_object_get(rec, "request_id"));
+	const char *op = json_string_value(json_object_get(rec, "op"));
+	json_t *s = json_object_get(rec, "seq");
+	int ok = 1;
+
+	ith_hex(prev, 32, hex, 0);
+	if (rec == NULL || !json_is_integer(s) || p == NULL) {
+		ith_fail("%s: the record after seq %lld is not a JSON record",
+		    file, l->last_seq);
+		ok = 0;
+	} else if (json_integer_value(s) != l->last_seq + 1) {
+		ith_fail("%s: seq %lld follows seq %lld", file,
+		    (long long)json_integer_value(s), l->last_seq);
+		ok = 0;
+	} else if (strcmp(p, hex) != 0) {
+		ith_fail("%s: seq %lld: prev is not the hash of the line before",
+		    file, (long long)json_integer_value(s));
+		ok = 0;
+	}
+	if (id != NULL && id[0] != '\0')
+		audit_add(l, id, json_string_value(json_object_get(rec, "outcome")));
+	if (op != NULL && strcmp(op, "recovery") == 0)
+		l->recovery_records++;
+	if (json_is_integer(s))
+		l->last_seq = json_integer_value(s);
+	SHA256((const unsigned char *)line, len, prev);
+	json_decref(rec);
+	return ok;
+}
+
+int
+ith_audit_read(struct ith_audit *l, int torn_ok)
+{
+	char adir[PATH_MAX + 16], path[PATH_MAX + 300], *names[4096], *line = NULL;
+	unsigned char prev[32] = { 0 };
+	size_t n = 0, i, cap = 0;
+	struct dirent *de;
+	ssize_t got;
+	DIR *d;
+	int ok = 1;
+
+	memset(l, 0, sizeof(*l));
+	l->last_seq = -1;
+	snprintf(adir, sizeof(adir), "%s/audit", H.dir);
+	if ((d = opendir(adir)) == NULL) {
+		ith_fail("cannot open %s", adir);
+		return 0;
+	}
+	while ((de = readdir(d)) != NULL && n < 4096)
+		if (strncmp(de->d_name, "audit-", 6) == 0)
+			names[n++] = strdup(de->d_name);
+	closedir(d);
+	qsort(names, n, sizeof(*names), cmp_name);
+	for (i = 0; i < n; i++) {
+		FILE *f;
+
+		snprintf(path, sizeof(path), "%s/%s", adir, names[i]);
+		if ((f = fopen(path, "r")) == NULL) {
+			ith_fail("cannot read %s", path);
+			ok = 0;
+			free(names[i]);
+			continue;
+		}
+		while (ok && (got = getline(&line, &cap, f)) > 0) {
+			if (line[got - 1] != '\n') {
+				if (torn_ok && i == n - 1)
+					break;
+				ith_fail("%s: torn last line after seq %lld", names[i],
+				    l->last_seq);
+				ok = 0;
+				break;
+			}
+			ok &= audit_line(l, line, (size_t)got - 1, prev, names[i]);
+		}
+		fclose(f);
+		free(names[i]);
+	}
+	free(line);
+	qsort(l->recs, l->n, sizeof(*l->recs), cmp_rec);
+	return ok;
+}
+
+const struct ith_audit_rec *
+ith_audit_find(const struct ith_audit *l, const char *id)
+{
+	size_t lo = 0, hi = l->n;
+
+	/* The first of equal ids: a lower bound, not bsearch. */
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (strcmp(l->recs[mid].id, id) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < l->n && strcmp(l->recs[lo].id, id) == 0 ? &l->recs[lo] : NULL;
+}
+
+void
+ith_audit_free(struct ith_audit *l)
+{
+	free(l->recs);
+	memset(l, 0, sizeof(*l));
+}
+
+int
+ith_audit_torn(void)
+{
+	char adir[PATH_MAX + 16], path[PATH_MAX + 300], newest[300] = "";
+	char last = '\n';
+	struct dirent *de;
+	FILE *f;
+	DIR *d;
+
+	snprintf(adir, sizeof(adir), "%s/audit", H.dir);
+	if ((d = opendir(adir)) == NULL)
+		return 0;
+	while ((de = readdir(d)) != NULL)
+		if (strncmp(de->d_name, "audit-", 6) == 0 &&
+		    strcmp(de->d_name, newest) > 0)
+			snprintf(newest, sizeof(newest), "%s", de->d_name);
+	closedir(d);
+	snprintf(path, sizeof(path), "%s/%s", adir, newest);
+	if (newest[0] == '\0' || (f = fopen(path, "r")) == NULL)
+		return 0;
+	if (fseek(f, -1, SEEK_END) == 0)
+		last = (char)fgetc(f);
+	fclose(f);
+	return last != '\n';
 }

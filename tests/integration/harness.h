@@ -162,4 +162,39 @@ unsigned char *ith_read_file(const char *path, size_t *len);
  * Returned in a static ring of buffers: copy it if kept long. */
 const char *ith_name(const char *prefix);
 
+/* Runs argv (argv[0] a path) with stdout and stderr appended to `logpath`
+ * and the caller's environment; returns its exit status, or -1 when it
+ * could not run, died of a signal or did not finish in `timeout_ms`. */
+int ith_run(char *const argv[], const char *logpath, long timeout_ms);
+
+/* --- The audit log on disk (shared by the durability and chaos suites) -- */
+
+/* Every record's request id and outcome, read from the whole log. */
+struct ith_audit_rec {
+	char id[33];
+	char outcome;		/* 'o'k, 'd'enied, 'e'rror, '?' */
+};
+struct ith_audit {
+	struct ith_audit_rec *recs;	/* sorted by id (ids may repeat) */
+	size_t n, cap;
+	long long last_seq;		/* -1 for an empty log */
+	int recovery_records;		/* records with op "recovery" */
+};
+
+/* Reads <data dir>/audit/audit-*.jsonl in name order and checks the
+ * chain: seq runs on from 0 without gaps, seq 0's prev is 64 zeros and
+ * every other prev is the hex SHA-256 of the line before (without its
+ * newline). A last line without a newline is torn: a failure, unless
+ * `torn_ok` (a crash just happened; kmsd cuts it at the next start), then
+ * it is skipped. Each break is recorded as a failure naming the file and
+ * seq. Returns 1 when the chain verifies; *l (free with ith_audit_free) is
+ * filled either way. */
+int ith_audit_read(struct ith_audit *l, int torn_ok);
+/* The record of request `id` (the first, if several), or NULL. */
+const struct ith_audit_rec *ith_audit_find(const struct ith_audit *l,
+    const char *id);
+void ith_audit_free(struct ith_audit *l);
+/* 1 when the newest segment's last byte is not a newline (a torn line). */
+int ith_audit_torn(void);
+
 #endif

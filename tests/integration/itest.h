@@ -48,7 +48,10 @@ size_t it_scan_data_dir(const char *file, int line, const char *when);
 int it_register_api(void);
 int it_register_lifecycle(void);
 int it_register_authz(void);
+int it_register_authz_matrix(void);
+int it_register_malformed(void);
 int it_register_concurrent(void);
 int it_register_persist(void);
+int it_register_signing(void);
 
 #endif

@@ -15,7 +15,6 @@
 
 #include <CUnit/Basic.h>
 #include <curl/curl.h>
-#include <openssl/sha.h>
 
 #include "harness.h"
 
@@ -120,118 +119,9 @@ clients_free(struct client *cls, int n)
 	free(cls);
 }
 
-/* Every record's request id, read from the whole log, after checking that
- * seq runs on without gaps and each prev is the hash of the line before. */
-struct log_ids {
-	char (*ids)[33];
-	size_t n, cap;
-	int recovery_records;
-};
-
-static int
-cmp_id(const void *a, const void *b)
-{
-	return strcmp((const char *)a, (const char *)b);
-}
-
-static int
-cmp_str(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static void
-add_id(struct log_ids *l, const char *id)
-{
-	if (l->n == l->cap) {
-		l->cap = l->cap ? l->cap * 2 : 4096;
-		l->ids = realloc(l->ids, l->cap * sizeof(*l->ids));
-	}
-	snprintf(l->ids[l->n++], 33, "%s", id);
-}
-
-static int
-check_line(struct log_ids *l, const char *line, size_t len, long long *seq,
-    unsigned char prev[32], const char *name)
-{
-	char hex[65];
-	json_t *rec = json_loadb(line, len, 0, NULL);
-	const char *p = json_string_value(json_object_get(rec, "prev"));
-	const char *id = json_string_value(json_object_get(rec, "request_id"));
-	const char *op = json_string_value(json_object_get(rec, "op"));
-	json_int_t s = json_integer_value(json_object_get(rec, "seq"));
-	int ok = 1;
-	size_t i;
-
-	for (i = 0; i < 32; i++)
-		snprintf(hex + 2 * i, 3, "%02x", prev[i]);
-	if (rec == NULL || p == NULL || s != *seq + 1 ||
-	    (*seq >= 0 && strcmp(p, hex) != 0)) {
-		ith_fail("%s: record after seq %lld breaks the chain", name, *seq);
-		ok = 0;
-	}
-	if (id != NULL && id[0] != '\0')
-		add_id(l, id);
-	if (op != NULL && strcmp(op, "recovery") == 0)
-		l->recovery_records++;
-	*seq = s;
-	SHA256((const unsigned char *)line, len, prev);
-	json_decref(rec);
-	return ok;
-}
-
-static int
-read_log(struct log_ids *l)
-{
-	char adir[4200], path[4500], *names[4096], *line = NULL;
-	unsigned char prev[32] = { 0 };
-	long long seq = -1;
-	size_t n = 0, i, cap = 0;
-	struct dirent *de;
-	ssize_t got;
-	DIR *d;
-	int ok = 1;
-
-	memset(l, 0, sizeof(*l));
-	snprintf(adir, sizeof(adir), "%s/audit", ith_data_dir());
-	if ((d = opendir(adir)) == NULL)
-		return 0;
-	while ((de = readdir(d)) != NULL && n < 4096)
-		if (strncmp(de->d_name, "audit-", 6) == 0)
-			names[n++] = strdup(de->d_name);
-	closedir(d);
-	qsort(names, n, sizeof(*names), cmp_str);
-	for (i = 0; i < n; i++) {
-		FILE *f;
-
-		snprintf(path, sizeof(path), "%s/%s", adir, names[i]);
-		if ((f = fopen(path, "r")) == NULL)
-			continue;
-		while ((got = getline(&line, &cap, f)) > 0) {
-			if (line[got - 1] != '\n') {
-				ith_fail("%s: torn last line after a restart", names[i]);
-				ok = 0;
-				break;
-			}
-			ok &= check_line(l, line, (size_t)got - 1, &seq, prev, names[i]);
-		}
-		fclose(f);
-		free(names[i]);
-	}
-	free(line);
-	qsort(l->ids, l->n, sizeof(*l->ids), cmp_id);
-	return ok;
-}
-
-static int
-logged(const struct log_ids *l, const char *id)
-{
-	return bsearch(id, l->ids, l->n, sizeof(*l->ids), cmp_id) != NULL;
-}
-
 /* Every 2xx answer a client got must have its record in the log. */
 static void
-check_acknowledged(const struct log_ids *l, struct client *cls, int n,
+check_acknowledged(const struct ith_audit *l, struct client *cls, int n,
     size_t *ok_out)
 {
 	size_t ok = 0, missing = 0;
@@ -244,7 +134,8 @@ check_acknowledged(const struct log_ids *l, struct client *cls, int n,
 			if (cls[i].answers[k].status / 100 != 2)
 				continue;
 			ok++;
-			if (!logged(l, cls[i].answers[k].id) && missing++ < 3)
+			if (ith_audit_find(l, cls[i].answers[k].id) == NULL &&
+			    missing++ < 3)
 				ith_fail("answer %ld with request id %s has no audit "
 				    "record", cls[i].answers[k].status,
 				    cls[i].answers[k].id);
@@ -334,7 +225,7 @@ test_fail_closed_and_recover(void)
 		return;
 	}
 	const int nclients = 8;
-	struct log_ids l;
+	struct ith_audit l;
 	struct client *cls;
 	size_t s503, ok_after, acked;
 	long st;
@@ -371,36 +262,11 @@ test_fail_closed_and_recover(void)
 	ith_check(ok_after > 0, "no wrap succeeded after recovery");
 	ith_check(versions_of("fc-1") == 1, "the rotate refused during the "
 	    "failure changed the key anyway");
-	ith_check(read_log(&l), "the audit chain does not verify");
+	ith_check(ith_audit_read(&l, 0), "the audit chain does not verify");
 	check_acknowledged(&l, cls, nclients, &acked);
 	ith_check(acked > 0, "no wrap was acknowledged at all");
-	free(l.ids);
+	ith_audit_free(&l);
 	clients_free(cls, nclients);
-}
-
-static int
-segment_torn(void)
-{
-	char adir[4200], path[4500], newest[300] = "", last = '\n';
-	struct dirent *de;
-	FILE *f;
-	DIR *d;
-
-	snprintf(adir, sizeof(adir), "%s/audit", ith_data_dir());
-	if ((d = opendir(adir)) == NULL)
-		return 0;
-	while ((de = readdir(d)) != NULL)
-		if (strncmp(de->d_name, "audit-", 6) == 0 &&
-		    strcmp(de->d_name, newest) > 0)
-			snprintf(newest, sizeof(newest), "%s", de->d_name);
-	closedir(d);
-	snprintf(path, sizeof(path), "%s/%s", adir, newest);
-	if ((f = fopen(path, "r")) == NULL)
-		return 0;
-	if (fseek(f, -1, SEEK_END) == 0)
-		last = (char)fgetc(f);
-	fclose(f);
-	return last != '\n';
 }
 
 static void
@@ -415,7 +281,7 @@ test_kill9_under_32_clients(void)
 	}
 	CU_ASSERT_EQUAL_FATAL(ith_key_create("k9-1", NULL), 0);
 	for (round = 0; round < rounds; round++) {
-		struct log_ids l;
+		struct ith_audit l;
 		struct client *cls;
 		size_t acked;
 		int torn, before;
@@ -424,20 +290,20 @@ test_kill9_under_32_clients(void)
 		sleep_ms(300 + 200 * round);
 		ith_check(ith_kill9() == 0, "kill -9 failed");
 		clients_stop(cls, nclients);
-		torn = segment_torn();
-		CU_ASSERT_EQUAL_FATAL(read_log(&l) || torn, 1);
+		torn = ith_audit_torn();
+		CU_ASSERT_EQUAL_FATAL(ith_audit_read(&l, 1), 1);
 		before = l.recovery_records;
-		free(l.ids);
+		ith_audit_free(&l);
 		CU_ASSERT_EQUAL_FATAL(ith_start(), 0);
-		ith_check(read_log(&l), "round %d: the chain does not verify after "
-		    "the restart", round);
+		ith_check(ith_audit_read(&l, 0), "round %d: the chain does not "
+		    "verify after the restart", round);
 		if (torn)
 			ith_check(l.recovery_records > before, "round %d: a torn "
 			    "line was cut without a recovery record", round);
 		check_acknowledged(&l, cls, nclients, &acked);
 		ith_check(acked > 0, "round %d: nothing was acknowledged before "
 		    "the kill", round);
-		free(l.ids);
+		ith_audit_free(&l);
 		clients_free(cls, nclients);
 	}
 }

@@ -85,7 +85,10 @@ main(void)
 	if ((s = CU_add_suite("harness", NULL, NULL)) == NULL ||
 	    CU_add_test(s, "start kmsd and create role tokens", test_start_kmsd) == NULL ||
 	    it_register_api() != 0 || it_register_lifecycle() != 0 ||
-	    it_register_authz() != 0 || it_register_concurrent() != 0 ||
+	    it_register_authz() != 0 || it_register_authz_matrix() != 0 ||
+	    it_register_malformed() != 0 ||
+	    it_register_concurrent() != 0 ||
+	    it_register_signing() != 0 ||
 	    it_register_persist() != 0) {
 		fprintf(stderr, "registering the suites failed: %s\n", CU_get_error_msg());
 		CU_cleanup_registry();
