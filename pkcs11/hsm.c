@@ -530,6 +530,29 @@ hsm_free(struct hsm *h)
 	free(h);
 }
 
+/* A session can outlive the token's object store: SoftHSM keeps sessions
+ * in memory while its token directory is gone, and only object access
+ * fails. Reading an attribute of the newest MEK in use proves the objects
+ * are reachable. Called with a session from the pool. */
+static int
+ping_object(struct hsm *h, CK_SESSION_HANDLE s)
+{
+	CK_OBJECT_HANDLE obj = CK_INVALID_HANDLE;
+	CK_BBOOL wrap = CK_FALSE;
+	CK_ATTRIBUTE a = { CKA_WRAP, &wrap, sizeof(wrap) };
+	CK_RV rv;
+
+	pthread_mutex_lock(&h->mek_lock);
+	if (h->n_meks > 0)
+		obj = h->meks[h->n_meks - 1].handle;
+	pthread_mutex_unlock(&h->mek_lock);
+	if (obj == CK_INVALID_HANDLE)
+		return KM_OK;
+	if ((rv = h->fn->C_GetAttributeValue(s, obj, &a, 1)) != CKR_OK)
+		return rv_err(rv, "C_GetAttributeValue (readiness)", "the MEK");
+	return KM_OK;
+}
+
 int
 hsm_ping(struct hsm *h)
 {
@@ -546,6 +569,8 @@ hsm_ping(struct hsm *h)
 		log_error("PKCS#11 session is not logged in (state %lu)",
 		    (unsigned long)info.state);
 		r = KM_ERR_HSM_AUTH;
+	} else {
+		r = ping_object(h, s);
 	}
 	session_put(h, s);
 	return r;
