@@ -88,28 +88,39 @@ set_error(struct api_req *rq, km_err e, const char *msg)
 	rq->answer_secret = 0;
 }
 
+/* Messages echo names from the request, which may be any bytes, and may
+ * be cut in the middle of a UTF-8 sequence: either would make the JSON
+ * answer itself fail, so messages are printable ASCII. */
+static void
+ascii_only(char *msg)
+{
+	for (; *msg != '\0'; msg++)
+		if ((unsigned char)*msg < 0x20 || (unsigned char)*msg >= 0x7f)
+			*msg = '?';
+}
+
 void
 api_error(struct api_req *rq, km_err e, const char *fmt, ...)
 {
-	char msg[512], *p;
+	char msg[512];
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	/* Messages echo names from the request, which may be any bytes:
-	 * invalid UTF-8 would make the JSON answer itself fail. */
-	for (p = msg; *p != '\0'; p++)
-		if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
-			*p = '?';
+	ascii_only(msg);
 	set_error(rq, e, msg);
 }
 
 json_t *
 api_item_error(km_err e, const char *message)
 {
+	char msg[512];
+
+	snprintf(msg, sizeof(msg), "%s", message ? message : km_strerror(e));
+	ascii_only(msg);
 	return json_pack("{s:{s:s, s:s}}", "error", "code", api_err_code(e),
-	    "message", message ? message : km_strerror(e));
+	    "message", msg);
 }
 
 const char *

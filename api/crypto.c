@@ -124,7 +124,7 @@ seal(struct job *j, const struct store_key *k, const struct blob_context *c,
     const unsigned char *pt, size_t ptlen, char **blob, uint32_t *version)
 {
 	unsigned char nonce[BLOB_NONCE_LEN], *ct = NULL;
-	struct km_buf aad = KM_BUF_INIT(8192);
+	struct km_buf aad = KM_BUF_INIT(BLOB_MAX_AAD);
 	const struct store_version *v;
 	struct hsm_key *hk = NULL;
 	km_err r;
@@ -179,7 +179,7 @@ open_blob(struct job *j, const struct store_key *k, const char *text,
     size_t text_len, const struct blob_context *c, unsigned allowed,
     unsigned char **pt, size_t *ptlen, uint32_t *version)
 {
-	struct km_buf aad = KM_BUF_INIT(8192);
+	struct km_buf aad = KM_BUF_INIT(BLOB_MAX_AAD);
 	const struct store_version *v;
 	struct hsm_key *hk = NULL;
 	unsigned char *raw = NULL;

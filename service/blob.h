@@ -14,6 +14,10 @@
 #define BLOB_MAX_PLAINTEXT 4096
 #define BLOB_MAX_CONTEXT_PAIRS 16
 #define BLOB_MAX_CONTEXT_BYTES 256
+/* The largest AAD blob_aad makes: prefix, a 128-byte key name, version,
+ * count and 16 pairs at the 256-byte limits. */
+#define BLOB_MAX_AAD (10 + 4 + 128 + 4 + 4 + \
+    BLOB_MAX_CONTEXT_PAIRS * (8 + 2 * BLOB_MAX_CONTEXT_BYTES))
 
 struct blob_pair {
 	const char *name;

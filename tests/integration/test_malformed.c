@@ -93,7 +93,8 @@ put(struct bytes *b, const void *p, size_t n)
 			abort();
 		b->cap = cap;
 	}
-	memcpy(b->p + b->n, p, n);
+	if (n > 0)
+		memcpy(b->p + b->n, p, n);
 	b->n += n;
 	b->p[b->n] = '\0';
 }

@@ -537,10 +537,38 @@ test_blob_parse_len(void)
 	    KM_ERR_INVALID_CIPHERTEXT);
 }
 
+/* The largest context a request may carry, under the longest key name,
+ * fits the AAD bound the handlers allocate. */
+static void
+test_aad_bound(void)
+{
+	static char names[BLOB_MAX_CONTEXT_PAIRS][BLOB_MAX_CONTEXT_BYTES];
+	static char value[BLOB_MAX_CONTEXT_BYTES];
+	struct km_buf aad = KM_BUF_INIT(BLOB_MAX_AAD);
+	struct blob_context c;
+	char key[129];
+	size_t i;
+
+	memset(&c, 0, sizeof(c));
+	memset(key, 'k', 128);
+	key[128] = '\0';
+	memset(value, 'v', sizeof(value));
+	for (i = 0; i < BLOB_MAX_CONTEXT_PAIRS; i++) {
+		memset(names[i], 'a' + (int)i, sizeof(names[i]));
+		CU_ASSERT_EQUAL(blob_context_add(&c, names[i], sizeof(names[i]),
+		    value, sizeof(value)), KM_OK);
+	}
+	blob_context_sort(&c);
+	CU_ASSERT_EQUAL(blob_aad(key, 4294967295u, &c, &aad), KM_OK);
+	CU_ASSERT_EQUAL(aad.len, (size_t)BLOB_MAX_AAD);
+	km_buf_free(&aad);
+}
+
 int
 main(void)
 {
 	static const struct ut_test tests[] = {
+		{ "the largest AAD fits its bound", test_aad_bound },
 		{ "context limits", test_context_limits },
 		{ "context sort order", test_context_sort },
 		{ "context has required names", test_context_has },
