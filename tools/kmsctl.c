@@ -20,6 +20,7 @@
 #include "km.h"
 #include "kmsctl_audit.h"
 #include "kmsctl_ceremony.h"
+#include "kmsctl_cli.h"
 #include "kmsctl_http.h"
 #include "kmsctl_rewrap.h"
 #include "kmsctl_sign.h"
@@ -283,170 +284,7 @@ static const char usage_token_revoke[] =
     "Revokes the token with id ID at once.\n"
     "\n" EXIT_HELP;
 
-static int
-usage_error(const char *cmd, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static int
-usage_error(const char *cmd, const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("kmsctl: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\nTry 'kmsctl %s--help'.\n", cmd);
-	return CLI_USAGE;
-}
-
-/* After next_opt() has printed what was wrong. */
-static int
-usage_hint(const char *cmd)
-{
-	fprintf(stderr, "Try 'kmsctl %s--help'.\n", cmd);
-	return CLI_USAGE;
-}
-
-static int
-print_help(const char *text)
-{
-	if (fputs(text, stdout) == EOF || fflush(stdout) == EOF)
-		return CLI_USAGE;
-	return CLI_OK;
-}
-
-/* getopt_long with the error text ours: returns the option, '?' after
- * printing a usage error. */
-static int
-next_opt(int argc, char **argv, const struct option *opts)
-{
-	int c;
-
-	opterr = 0;
-	c = getopt_long(argc, argv, ":", opts, NULL);
-	if (c == '?') {
-		if (optopt != 0)
-			fprintf(stderr, "kmsctl: unknown option '-%c'\n", optopt);
-		else
-			fprintf(stderr, "kmsctl: unknown option '%s'\n",
-			    argv[optind - 1]);
-	} else if (c == ':') {
-		fprintf(stderr, "kmsctl: option '%s' needs a value\n",
-		    argv[optind - 1]);
-		c = '?';
-	}
-	return c;
-}
-
 /* ---- local files ---- */
-
-/* Reads `path` ("-" or NULL: stdin) whole into `b` (whose limit is the
- * largest accepted size plus one). */
-static int
-read_input(const char *path, size_t max, struct km_buf *b)
-{
-	int fd = STDIN_FILENO, r = CLI_USAGE;
-	const char *name = "standard input";
-	ssize_t n;
-
-	if (path != NULL && strcmp(path, "-") != 0) {
-		name = path;
-		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
-			fprintf(stderr, "kmsctl: cannot open %s: %s\n", path,
-			    strerror(errno));
-			return CLI_USAGE;
-		}
-	}
-	for (;;) {
-		size_t room = max + 1 - b->len;
-
-		if (room == 0) {
-			fprintf(stderr, "kmsctl: %s is larger than %zu bytes\n",
-			    name, max);
-			goto out;
-		}
-		if (room > 4096)
-			room = 4096;
-		if (km_buf_reserve(b, room) != KM_OK) {
-			fprintf(stderr, "kmsctl: out of memory\n");
-			goto out;
-		}
-		n = read(fd, b->data + b->len, room);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			fprintf(stderr, "kmsctl: reading %s: %s\n", name,
-			    strerror(errno));
-			goto out;
-		}
-		if (n == 0)
-			break;
-		b->len += (size_t)n;
-	}
-	if (km_buf_reserve(b, 0) == KM_OK && b->data != NULL)
-		b->data[b->len] = '\0';
-	r = CLI_OK;
-out:
-	if (fd != STDIN_FILENO)
-		close(fd);
-	return r;
-}
-
-static int
-write_all(int fd, const unsigned char *p, size_t len)
-{
-	ssize_t n;
-
-	while (len > 0) {
-		if ((n = write(fd, p, len)) < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-/* Writes `p` to `path` ("-" or NULL: stdout). A `secret` file is created
- * with mode 0600, and an existing one is set to 0600 before it is written. */
-static int
-write_output(const char *path, const void *p, size_t len, int secret)
-{
-	int fd, r = CLI_USAGE;
-
-	if (path == NULL || strcmp(path, "-") == 0) {
-		if (fflush(stdout) == EOF || write_all(STDOUT_FILENO, p, len) != 0) {
-			fprintf(stderr, "kmsctl: writing standard output: %s\n",
-			    strerror(errno));
-			return CLI_USAGE;
-		}
-		return CLI_OK;
-	}
-	if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-	    secret ? 0600 : 0666)) < 0) {
-		fprintf(stderr, "kmsctl: cannot create %s: %s\n", path,
-		    strerror(errno));
-		return CLI_USAGE;
-	}
-	if (secret && fchmod(fd, 0600) != 0) {
-		fprintf(stderr, "kmsctl: chmod 0600 %s: %s\n", path, strerror(errno));
-		goto out;
-	}
-	if (write_all(fd, p, len) != 0) {
-		fprintf(stderr, "kmsctl: writing %s: %s\n", path, strerror(errno));
-		goto out;
-	}
-	r = CLI_OK;
-out:
-	if (close(fd) != 0 && r == CLI_OK) {
-		fprintf(stderr, "kmsctl: writing %s: %s\n", path, strerror(errno));
-		r = CLI_USAGE;
-	}
-	return r;
-}
 
 /* Writes `s` and a newline. */
 static int
@@ -461,7 +299,7 @@ write_line(const char *path, const char *s)
 		fprintf(stderr, "kmsctl: out of memory\n");
 		r = CLI_USAGE;
 	} else
-		r = write_output(path, b.data, b.len, 0);
+		r = cli_write_output(path, b.data, b.len, 0);
 	km_buf_free(&b);
 	return r;
 }
@@ -489,7 +327,7 @@ add_context(const char *cmd, json_t **ctx, const char *kv)
 	int r = CLI_USAGE;
 
 	if (eq == NULL || eq == kv) {
-		r = usage_error(cmd, "context '%s' is not NAME=VALUE", kv);
+		r = cli_usage_error(cmd, "context '%s' is not NAME=VALUE", kv);
 		goto out;
 	}
 	if ((name = strndup(kv, (size_t)(eq - kv))) == NULL ||
@@ -498,16 +336,16 @@ add_context(const char *cmd, json_t **ctx, const char *kv)
 		goto out;
 	}
 	if (json_object_get(*ctx, name) != NULL) {
-		r = usage_error(cmd, "context name '%s' given twice", name);
+		r = cli_usage_error(cmd, "context name '%s' given twice", name);
 		goto out;
 	}
 	if ((v = json_string(eq + 1)) == NULL) {
-		r = usage_error(cmd, "context '%s' is not valid UTF-8", name);
+		r = cli_usage_error(cmd, "context '%s' is not valid UTF-8", name);
 		goto out;
 	}
 	if (json_object_set_new(*ctx, name, v) != 0) {
 		v = NULL;
-		r = usage_error(cmd, "context name '%s' is not valid UTF-8", name);
+		r = cli_usage_error(cmd, "context name '%s' is not valid UTF-8", name);
 		goto out;
 	}
 	r = CLI_OK;
@@ -750,10 +588,10 @@ cmd_init(int argc, char **argv)
 	struct cfg *c = NULL;
 	int ch, lvl, r = CLI_USAGE, kr;
 
-	while ((ch = next_opt(argc, argv, opts)) != -1) {
+	while ((ch = cli_next_opt(argc, argv, opts)) != -1) {
 		switch (ch) {
 		case OPT_HELP:
-			return print_help(usage_init);
+			return cli_print_help(usage_init);
 		case OPT_CONFIG:
 			config = optarg;
 			break;
@@ -770,16 +608,16 @@ cmd_init(int argc, char **argv)
 			bo.quorum = (int)strtol(optarg, &qend, 10);
 			if (*optarg == '\0' || *qend != '\0' || bo.quorum < 1 ||
 			    bo.quorum > 64)
-				return usage_error("init ", "--quorum must be 1..64");
+				return cli_usage_error("init ", "--quorum must be 1..64");
 			break;
 		default:
-			return usage_hint("init ");
+			return cli_usage_hint("init ");
 		}
 	}
 	if (optind != argc)
-		return usage_error("init ", "unexpected argument '%s'", argv[optind]);
+		return cli_usage_error("init ", "unexpected argument '%s'", argv[optind]);
 	if ((bo.officers_dir != NULL) != (bo.quorum != 0))
-		return usage_error("init ", "--officers and --quorum go together");
+		return cli_usage_error("init ", "--officers and --quorum go together");
 	if (config != NULL && *config == '\0')
 		config = NULL;
 	if ((kr = cfg_load(config, &c)) != KM_OK) {
@@ -827,10 +665,10 @@ cmd_key_create(int argc, char **argv)
 	char *names = NULL, *p, *save = NULL;
 	int ch, json = 0, failed = 0, r = CLI_USAGE;
 
-	while ((ch = next_opt(argc, argv, opts)) != -1) {
+	while ((ch = cli_next_opt(argc, argv, opts)) != -1) {
 		switch (ch) {
 		case OPT_HELP:
-			return print_help(usage_key_create);
+			return cli_print_help(usage_key_create);
 		case OPT_TOKEN_FILE:
 			token_file = optarg;
 			break;
@@ -850,11 +688,11 @@ cmd_key_create(int argc, char **argv)
 			required = optarg;
 			break;
 		default:
-			return usage_hint("key create ");
+			return cli_usage_hint("key create ");
 		}
 	}
 	if (argc - optind != 1)
-		return usage_error("key create ", "expected one key NAME");
+		return cli_usage_error("key create ", "expected one key NAME");
 	if ((body = json_object()) == NULL)
 		goto nomem;
 	set_new(body, "name", json_string(argv[optind]), &failed);
@@ -874,7 +712,7 @@ cmd_key_create(int argc, char **argv)
 		rc = NULL;
 	}
 	if (failed) {
-		r = usage_error("key create ", "arguments must be valid UTF-8");
+		r = cli_usage_error("key create ", "arguments must be valid UTF-8");
 		goto out;
 	}
 	if ((r = open_http(token_file, &h)) != CLI_OK ||
@@ -905,10 +743,10 @@ cmd_key_list(int argc, char **argv)
 	const char *next;
 	int ch, json = 0, r = CLI_USAGE;
 
-	while ((ch = next_opt(argc, argv, opts)) != -1) {
+	while ((ch = cli_next_opt(argc, argv, opts)) != -1) {
 		switch (ch) {
 		case OPT_HELP:
-			return print_help(usage_key_list);
+			return cli_print_help(usage_key_list);
 		case OPT_TOKEN_FILE:
 			token_file = optarg;
 			break;
@@ -916,11 +754,11 @@ cmd_key_list(int argc, char **argv)
 			json = 1;
 			break;
 		default:
-			return usage_hint("key list ");
+			return cli_usage_hint("key list ");
 		}
 	}
 	if (optind != argc)
-		return usage_error("key list ", "unexpected argument '%s'", argv[optind]);
+		return cli_usage_error("key list ", "unexpected argument '%s'", argv[optind]);
 	if ((all = json_array()) == NULL) {
 		fprintf(stderr, "kmsctl: out of memory\n");
 		goto out;
@@ -984,10 +822,10 @@ key_one(int argc, char **argv, const char *cmd, const char *usage,
 	char *path = NULL;
 	int ch, json = 0, r;
 
-	while ((ch = next_opt(argc, argv, opts)) != -1) {
+	while ((ch = cli_next_opt(argc, argv, opts)) != -1) {
 		switch (ch) {
 		case OPT_HELP:
-			return print_help(usage);
+			return cli_print_help(usage);
 		case OPT_TOKEN_FILE:
 			token_file = optarg;
 			break;
@@ -995,11 +833,11 @@ key_one(int argc, char **argv, const char *cmd, const char *usage,
 			json = 1;
 			break;
 		default:
-			return usage_hint(cmd);
+			return cli_usage_hint(cmd);
 		}
 	}
 	if (argc - optind != 1)
-		return usage_error(cmd, "expected one key NAME");
+		return cli_usage_error(cmd, "expected one key NAME");
 	if ((r = open_http(token_file, &h)) != CLI_OK ||
 	    (r = cli_http_path(h, "/v1/keys/", argv[optind], suffix, &path)) != CLI_OK ||
 	    (r = cli_http_call(h, method, path, NULL, &ans)) != CLI_OK)
@@ -1055,10 +893,10 @@ cmd_key_state(int argc, char **argv)
 	long long version;
 	int ch, json = 0, force = 0, failed = 0, r = CLI_USAGE;
 
-	while ((ch = next_opt(argc, argv, opts)) != -1) {
+	while ((ch = cli_next_opt(argc, argv, opts)) != -1) {
 		switch (ch) {
 		case OPT_HELP:
-			return print_help(usage_key_state);
+			return cli_print_help(usage_key_state);
 		case OPT_TOKEN_FILE:
 			token_file = optarg;
 			break;
@@ -1069,13 +907,13 @@ cmd_key_state(int argc, char **argv)
 			force = 1;
 			break;
 		default:
-			return usage_hint("key state ");
+			return cli_usage_hint("key state ");
 		}
 	}
 	if (argc - optind != 3)
-		return usage_error("key state ", "expected NAME VERSION STATE");
+		return cli_usage_error("key state ", "expected NAME VERSION STATE");
 	if (parse_version(argv[optind + 1], &version) != 0)
-		return usage_error("key state ", "VERSION '%s' is not a positive "
+		return cli_usage_error("key state ", "VERSION '%s' is not a positive "
 		    "number", argv[optind + 1]);
 	snprintf(suffix, sizeof(suffix), "/versions/%lld/state", version);
 	if ((body = json_object()) == NULL) {
@@ -1085,7 +923,7 @@ cmd_key_state(int argc, char **argv)
 	set_new(body, "state", json_string(argv[optind + 2]), &failed);
 	set_new(body, "force", json_boolean(force), &failed);
 	if (failed) {
-		r = usage_error("key state ", "STATE must be valid UTF-8");
+		r = cli_usage_error("key state ", "STATE must be valid UTF-8");
 		goto out;
 	}
 	if ((r = open_http(token_file, &h)) != CLI_OK ||
@@ -1110,7 +948,7 @@ read_ciphertext(const char *path, struct km_buf *b)
 {
 	int r;
 
-	if ((r = read_input(path, MAX_CIPHERTEXT, b)) != CLI_OK)
+	if ((r = cli_read_input(path, MAX_CIPHERTEXT, b)) != CLI_OK)
 		return r;
 	while (b->len > 0 && isspace(b->data[b->len - 1]))
 		b->data[--b->len] = '\0';
@@ -1150,10 +988,10 @@ cmd_wrap(int argc, char **argv)
 	char *b64 = NULL, *path = NULL;
 	int ch, failed = 0, r = CLI_USAGE;
 
-	while ((ch = next_opt(argc, argv, opts)) != -1) {
+	while ((ch = cli_next_opt(argc, argv, opts)) != -1) {
 		switch (ch) {
 		case OPT_HELP:
-			return print_help(usage_wrap);
+			return cli_print_help(usage_wrap);
 		case OPT_TOKEN_FILE:
 			token_file = optarg;
 			break;
@@ -1168,15 +1006,15 @@ cmd_wrap(int argc, char **argv)
 			outp = optarg;
 			break;
 		default:
-			r = usage_hint("wrap ");
+			r = cli_usage_hint("wrap ");
 			goto out;
 		}
 	}
 	if (argc - optind != 1) {
-		r = usage_error("wrap ", "expected one KEY");
+		r = cli_usage_error("wrap ", "expected one KEY");
 		goto out;
 	}
-	if ((r = read_input(in, MAX_PLAINTEXT, &pt)) != CLI_OK)
+	if ((r = cli_read_input(in, MAX_PLAINTEXT, &pt)) != CLI_OK)
 		goto out;
 	if (pt.len == 0) {
 		fprintf(stderr, "kmsctl: the plaintext is empty (1..%d bytes)\n",
@@ -1231,10 +1069,10 @@ cmd_unwrap(int argc, char **argv)
 	char *path = NULL;
 	int ch, failed = 0, r = CLI_USAGE;
 
-	while ((ch = next_opt(argc, argv, opts)) != -1) {
+	while ((ch = cli_next_opt(argc, argv, opts)) != -1) {
 		switch (ch) {
 		case OPT_HELP:
-			return print_help(usage_unwrap);
+			return cli_print_help(usage_unwrap);
 		case OPT_TOKEN_FILE:
 			token_file = optarg;
 			break;
@@ -1249,12 +1087,12 @@ cmd_unwrap(int argc, char **argv)
 			outp = optarg;
 			break;
 		default:
-			r = usage_hint("unwrap ");
+			r = cli_usage_hint("unwrap ");
 			goto out;
 		}
 	}
 	if (argc - optind != 1) {
-		r = usage_error("unwrap ", "expected one KEY");
+		r = cli_usage_error("unwrap ", "expected one KEY");
 		goto out;
 	}
 	if ((r = read_ciphertext(in, &ct)) != CLI_OK)
@@ -1289,7 +1127,7 @@ cmd_unwrap(int argc, char **argv)
 		    "(kmsctl rewrap)\n",
 		    (long long)json_integer_value(json_object_get(ans, "key_version")),
 		    argv[optind]);
-	r = write_output(outp, pt, pt_len, 1);
+	r = cli_write_output(outp, pt, pt_len, 1);
 out:
 	km_secure_free(pt, pt_len);
 	km_buf_free(&ct);
@@ -1320,10 +1158,10 @@ cmd_rewrap(int argc, char **argv)
 	char *path = NULL;
 	int ch, failed = 0, r = CLI_USAGE;
 
-	while ((ch = next_opt(argc, argv, opts)) != -1) {
+	while ((ch = cli_next_opt(argc, argv, opts)) != -1) {
 		switch (ch) {
 		case OPT_HELP:
-			return print_help(usage_rewrap);
+			return cli_print_help(usage_rewrap);
 		case OPT_TOKEN_FILE:
 			token_file = optarg;
 			break;
@@ -1345,12 +1183,12 @@ cmd_rewrap(int argc, char **argv)
 			outp = optarg;
 			break;
 		default:
-			r = usage_hint("rewrap ");
+			r = cli_usage_hint("rewrap ");
 			goto out;
 		}
 	}
 	if (argc - optind != 1) {
-		r = usage_error("rewrap ", "expected one KEY");
+		r = cli_usage_error("rewrap ", "expected one KEY");
 		goto out;
 	}
 	if ((r = read_ciphertext(in, &ct)) != CLI_OK)
@@ -1407,10 +1245,10 @@ cmd_datakey(int argc, char **argv)
 	char *path = NULL;
 	int ch, bits = 256, failed = 0, r = CLI_USAGE;
 
-	while ((ch = next_opt(argc, argv, opts)) != -1) {
+	while ((ch = cli_next_opt(argc, argv, opts)) != -1) {
 		switch (ch) {
 		case OPT_HELP:
-			return print_help(usage_datakey);
+			return cli_print_help(usage_datakey);
 		case OPT_TOKEN_FILE:
 			token_file = optarg;
 			break;
@@ -1430,22 +1268,22 @@ cmd_datakey(int argc, char **argv)
 			else if (strcmp(optarg, "256") == 0)
 				bits = 256;
 			else {
-				r = usage_error("datakey ", "--bits must be 128 or 256");
+				r = cli_usage_error("datakey ", "--bits must be 128 or 256");
 				goto out;
 			}
 			break;
 		default:
-			r = usage_hint("datakey ");
+			r = cli_usage_hint("datakey ");
 			goto out;
 		}
 	}
 	if (argc - optind != 1) {
-		r = usage_error("datakey ", "expected one KEY");
+		r = cli_usage_error("datakey ", "expected one KEY");
 		goto out;
 	}
 	if (pt_out != NULL && strcmp(pt_out, "-") == 0 &&
 	    (outp == NULL || strcmp(outp, "-") == 0)) {
-		r = usage_error("datakey ", "--plaintext-out - writes the key to "
+		r = cli_usage_error("datakey ", "--plaintext-out - writes the key to "
 		    "stdout; give --out FILE for the ciphertext");
 		goto out;
 	}
@@ -1475,7 +1313,7 @@ cmd_datakey(int argc, char **argv)
 		}
 		/* The key first: a ciphertext without its key on disk is
 		 * harmless, a key written after a failure is not. */
-		if ((r = write_output(pt_out, pt, pt_len, 1)) != CLI_OK)
+		if ((r = cli_write_output(pt_out, pt, pt_len, 1)) != CLI_OK)
 			goto out;
 	}
 	r = write_line(outp, ct);
@@ -1508,10 +1346,10 @@ cmd_token_create(int argc, char **argv)
 	json_t *body = NULL, *ans = NULL;
 	int ch, json = 0, failed = 0, r = CLI_USAGE;
 
-	while ((ch = next_opt(argc, argv, opts)) != -1) {
+	while ((ch = cli_next_opt(argc, argv, opts)) != -1) {
 		switch (ch) {
 		case OPT_HELP:
-			return print_help(usage_token_create);
+			return cli_print_help(usage_token_create);
 		case OPT_TOKEN_FILE:
 			token_file = optarg;
 			break;
@@ -1531,14 +1369,14 @@ cmd_token_create(int argc, char **argv)
 			ttl = optarg;
 			break;
 		default:
-			return usage_hint("token create ");
+			return cli_usage_hint("token create ");
 		}
 	}
 	if (optind != argc)
-		return usage_error("token create ", "unexpected argument '%s'",
+		return cli_usage_error("token create ", "unexpected argument '%s'",
 		    argv[optind]);
 	if (role == NULL)
-		return usage_error("token create ", "--role is required");
+		return cli_usage_error("token create ", "--role is required");
 	if ((body = json_object()) == NULL) {
 		fprintf(stderr, "kmsctl: out of memory\n");
 		goto out;
@@ -1551,7 +1389,7 @@ cmd_token_create(int argc, char **argv)
 	if (ttl != NULL)
 		set_new(body, "ttl", json_string(ttl), &failed);
 	if (failed) {
-		r = usage_error("token create ", "arguments must be valid UTF-8");
+		r = cli_usage_error("token create ", "arguments must be valid UTF-8");
 		goto out;
 	}
 	if ((r = open_http(token_file, &h)) != CLI_OK ||
@@ -1592,10 +1430,10 @@ cmd_token_list(int argc, char **argv)
 	json_t *ans = NULL, *tokens;
 	int ch, json = 0, r;
 
-	while ((ch = next_opt(argc, argv, opts)) != -1) {
+	while ((ch = cli_next_opt(argc, argv, opts)) != -1) {
 		switch (ch) {
 		case OPT_HELP:
-			return print_help(usage_token_list);
+			return cli_print_help(usage_token_list);
 		case OPT_TOKEN_FILE:
 			token_file = optarg;
 			break;
@@ -1603,11 +1441,11 @@ cmd_token_list(int argc, char **argv)
 			json = 1;
 			break;
 		default:
-			return usage_hint("token list ");
+			return cli_usage_hint("token list ");
 		}
 	}
 	if (optind != argc)
-		return usage_error("token list ", "unexpected argument '%s'",
+		return cli_usage_error("token list ", "unexpected argument '%s'",
 		    argv[optind]);
 	if ((r = open_http(token_file, &h)) != CLI_OK ||
 	    (r = cli_http_call(h, "GET", "/v1/tokens", NULL, &ans)) != CLI_OK)
@@ -1638,19 +1476,19 @@ cmd_token_revoke(int argc, char **argv)
 	char *path = NULL;
 	int ch, r;
 
-	while ((ch = next_opt(argc, argv, opts)) != -1) {
+	while ((ch = cli_next_opt(argc, argv, opts)) != -1) {
 		switch (ch) {
 		case OPT_HELP:
-			return print_help(usage_token_revoke);
+			return cli_print_help(usage_token_revoke);
 		case OPT_TOKEN_FILE:
 			token_file = optarg;
 			break;
 		default:
-			return usage_hint("token revoke ");
+			return cli_usage_hint("token revoke ");
 		}
 	}
 	if (argc - optind != 1)
-		return usage_error("token revoke ", "expected one token ID");
+		return cli_usage_error("token revoke ", "expected one token ID");
 	if ((r = open_http(token_file, &h)) != CLI_OK ||
 	    (r = cli_http_path(h, "/v1/tokens/", argv[optind], NULL, &path)) != CLI_OK ||
 	    (r = cli_http_call(h, "DELETE", path, NULL, &ans)) != CLI_OK)
@@ -1717,17 +1555,17 @@ dispatch(const struct cmd *cmds, const char *group, const char *usage,
 	size_t i;
 
 	if (argc < 1)
-		return usage_error(group, "expected a command");
+		return cli_usage_error(group, "expected a command");
 	if (strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0 ||
 	    strcmp(argv[0], "help") == 0)
-		return print_help(usage);
+		return cli_print_help(usage);
 	for (i = 0; cmds[i].name != NULL; i++) {
 		if (strcmp(cmds[i].name, argv[0]) == 0) {
 			optind = 0;	/* glibc: 0 re-initialises getopt */
 			return cmds[i].run(argc, argv);
 		}
 	}
-	return usage_error(group, "unknown command '%s'", argv[0]);
+	return cli_usage_error(group, "unknown command '%s'", argv[0]);
 }
 
 static int
@@ -1820,14 +1658,14 @@ main(int argc, char **argv)
 	/* Global options, before the command. */
 	while (i < argc && argv[i][0] == '-') {
 		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
-			return print_help(usage_main);
+			return cli_print_help(usage_main);
 		if (strcmp(argv[i], "--version") == 0) {
 			printf("kmsctl %s\n", KMSD_VERSION);
 			return fflush(stdout) == EOF ? CLI_USAGE : CLI_OK;
 		}
 		if (strcmp(argv[i], "--token-file") == 0) {
 			if (i + 1 >= argc)
-				return usage_error("", "option '--token-file' "
+				return cli_usage_error("", "option '--token-file' "
 				    "needs a value");
 			g_token_file = argv[i + 1];
 			i += 2;
@@ -1835,12 +1673,12 @@ main(int argc, char **argv)
 			g_token_file = argv[i] + 13;
 			i++;
 		} else
-			return usage_error("", "unknown option '%s'", argv[i]);
+			return cli_usage_error("", "unknown option '%s'", argv[i]);
 	}
 	if (i >= argc)
-		return usage_error("", "expected a command");
+		return cli_usage_error("", "expected a command");
 	if (strcmp(argv[i], "help") == 0)
-		return print_help(usage_main);
+		return cli_print_help(usage_main);
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		fprintf(stderr, "kmsctl: cannot initialise libcurl\n");
 		return CLI_USAGE;

@@ -28,6 +28,7 @@
 #include <openssl/x509.h>
 
 #include "jwk.h"
+#include "kmsctl_cli.h"
 #include "kmsctl_http.h"
 #include "kmsd_version.h"
 
@@ -1349,59 +1350,6 @@ static const char usage_records[] =
     "  --json     each record as one JSON line, as in the log\n"
     "\n" EXIT_HELP;
 
-static int usage_error(const char *cmd, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static int
-usage_error(const char *cmd, const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("kmsctl: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\nTry 'kmsctl %s--help'.\n", cmd);
-	return CLI_USAGE;
-}
-
-static int
-usage_hint(const char *cmd)
-{
-	fprintf(stderr, "Try 'kmsctl %s--help'.\n", cmd);
-	return CLI_USAGE;
-}
-
-static int
-print_help(const char *text)
-{
-	if (fputs(text, stdout) == EOF || fflush(stdout) == EOF)
-		return CLI_USAGE;
-	return CLI_OK;
-}
-
-/* getopt_long with our error text: the option, or '?' after printing. */
-static int
-next_opt(int argc, char **argv, const struct option *opts)
-{
-	int c;
-
-	opterr = 0;
-	c = getopt_long(argc, argv, ":", opts, NULL);
-	if (c == '?') {
-		if (optopt != 0)
-			fprintf(stderr, "kmsctl: unknown option '-%c'\n", optopt);
-		else
-			fprintf(stderr, "kmsctl: unknown option '%s'\n",
-			    argv[optind - 1]);
-	} else if (c == ':') {
-		fprintf(stderr, "kmsctl: option '%s' needs a value\n",
-		    argv[optind - 1]);
-		c = '?';
-	}
-	return c;
-}
-
 static int
 parse_u64(const char *s, uint64_t *out)
 {
@@ -1556,19 +1504,19 @@ cmd_verify(int argc, char **argv)
 	const char *trusted = NULL;
 	int ch, r;
 
-	while ((ch = next_opt(argc, argv, opts)) != -1) {
+	while ((ch = cli_next_opt(argc, argv, opts)) != -1) {
 		switch (ch) {
 		case OPT_HELP:
-			return print_help(usage_verify);
+			return cli_print_help(usage_verify);
 		case OPT_TRUSTED:
 			trusted = optarg;
 			break;
 		default:
-			return usage_hint("audit verify ");
+			return cli_usage_hint("audit verify ");
 		}
 	}
 	if (argc - optind != 1)
-		return usage_error("audit verify ", "expected one bundle DIR");
+		return cli_usage_error("audit verify ", "expected one bundle DIR");
 	if ((b.dirfd = open(argv[optind], O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
 		fprintf(stderr, "kmsctl: cannot open bundle %s: %s\n", argv[optind],
 		    strerror(errno));
@@ -2216,28 +2164,28 @@ cmd_export(int argc, char **argv, const char *global_token_file)
 	e.dirfd = -1;
 	e.to = INT64_MAX;
 	e.cps = (struct km_buf)KM_BUF_INIT(AV_MAX_CHECKPOINTS_FILE);
-	while ((ch = next_opt(argc, argv, opts)) != -1) {
+	while ((ch = cli_next_opt(argc, argv, opts)) != -1) {
 		switch (ch) {
 		case OPT_HELP:
-			return print_help(usage_export);
+			return cli_print_help(usage_export);
 		case OPT_TOKEN_FILE:
 			token_file = optarg;
 			break;
 		case OPT_FROM:
 		case OPT_TO:
 			if (parse_u64(optarg, ch == OPT_FROM ? &e.from : &e.to) != 0)
-				return usage_error("audit export ", "%s must be a seq "
+				return cli_usage_error("audit export ", "%s must be a seq "
 				    "(a non-negative integer)", ch == OPT_FROM ?
 				    "--from" : "--to");
 			break;
 		default:
-			return usage_hint("audit export ");
+			return cli_usage_hint("audit export ");
 		}
 	}
 	if (argc - optind != 1)
-		return usage_error("audit export ", "expected one DIR");
+		return cli_usage_error("audit export ", "expected one DIR");
 	if (e.from > e.to)
-		return usage_error("audit export ", "--from is after --to");
+		return cli_usage_error("audit export ", "--from is after --to");
 	e.dir = argv[optind];
 	r = export_run(&e, token_file);
 	if (r != CLI_OK && e.touched)
@@ -2336,10 +2284,10 @@ cmd_head(int argc, char **argv, const char *global_token_file)
 	json_t *ans = NULL, *cp;
 	int ch, mode = 0, r;
 
-	while ((ch = next_opt(argc, argv, opts)) != -1) {
+	while ((ch = cli_next_opt(argc, argv, opts)) != -1) {
 		switch (ch) {
 		case OPT_HELP:
-			return print_help(usage_head);
+			return cli_print_help(usage_head);
 		case OPT_TOKEN_FILE:
 			token_file = optarg;
 			break;
@@ -2348,11 +2296,11 @@ cmd_head(int argc, char **argv, const char *global_token_file)
 			mode = ch;
 			break;
 		default:
-			return usage_hint("audit head ");
+			return cli_usage_hint("audit head ");
 		}
 	}
 	if (optind != argc)
-		return usage_error("audit head ", "unexpected argument '%s'",
+		return cli_usage_error("audit head ", "unexpected argument '%s'",
 		    argv[optind]);
 	if ((r = cli_http_new(token_file, &h)) != CLI_OK ||
 	    (r = cli_http_call(h, "GET", "/v1/audit/head", NULL, &ans)) != CLI_OK)
@@ -2651,23 +2599,23 @@ records_opt(struct rec_query *q, int ch, const char *arg)
 		q->mode = ch == OPT_JSON ? MODE_JSON : MODE_CSV;
 	else if (ch == OPT_SINCE || ch == OPT_UNTIL) {
 		if (km_time_parse(arg, &us) != KM_OK)
-			return usage_error("audit records ", "'%s' is not an RFC 3339 "
+			return cli_usage_error("audit records ", "'%s' is not an RFC 3339 "
 			    "time", arg);
 		*(ch == OPT_SINCE ? &q->since : &q->until) = arg;
 	} else if (ch == OPT_VERSION) {
 		if (parse_u64(arg, &n) != 0 || n < 1 || n > 0xffffffffu)
-			return usage_error("audit records ", "--version must be a "
+			return cli_usage_error("audit records ", "--version must be a "
 			    "positive number");
 		q->version_s = arg;
 		q->has_version = 1;
 		q->version = (json_int_t)n;
 	} else if (ch == OPT_FROM || ch == OPT_TO) {
 		if (parse_u64(arg, ch == OPT_FROM ? &q->from : &q->to) != 0)
-			return usage_error("audit records ", "%s must be a seq",
+			return cli_usage_error("audit records ", "%s must be a seq",
 			    ch == OPT_FROM ? "--from" : "--to");
 		q->has_to |= ch == OPT_TO;
 	} else
-		return usage_hint("audit records ");
+		return cli_usage_hint("audit records ");
 	return 0;
 }
 
@@ -2693,19 +2641,19 @@ cmd_records(int argc, char **argv, const char *global_token_file)
 	int ch, r;
 
 	memset(&q, 0, sizeof(q));
-	while ((ch = next_opt(argc, argv, opts)) != -1) {
+	while ((ch = cli_next_opt(argc, argv, opts)) != -1) {
 		if (ch == OPT_HELP)
-			return print_help(usage_records);
+			return cli_print_help(usage_records);
 		if (ch == OPT_TOKEN_FILE)
 			token_file = optarg;
 		else if (records_opt(&q, ch, optarg) != 0)
 			return CLI_USAGE;
 	}
 	if (optind != argc)
-		return usage_error("audit records ", "unexpected argument '%s'",
+		return cli_usage_error("audit records ", "unexpected argument '%s'",
 		    argv[optind]);
 	if (q.has_to && q.from > q.to)
-		return usage_error("audit records ", "--from is after --to");
+		return cli_usage_error("audit records ", "--from is after --to");
 	if ((r = cli_http_new(token_file, &h)) == CLI_OK)
 		r = records_run(h, &q);
 	free(q.base);
@@ -2723,12 +2671,12 @@ cli_audit_main(int argc, char **argv, const char *token_file)
 	const char *sub;
 
 	if (argc < 2)
-		return usage_error("audit ", "expected a command");
+		return cli_usage_error("audit ", "expected a command");
 	sub = argv[1];
 	optind = 0;	/* glibc: 0 re-initialises getopt */
 	if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0 ||
 	    strcmp(sub, "help") == 0)
-		return print_help(usage_audit);
+		return cli_print_help(usage_audit);
 	if (strcmp(sub, "export") == 0)
 		return cmd_export(argc - 1, argv + 1, token_file);
 	if (strcmp(sub, "verify") == 0)
@@ -2737,5 +2685,5 @@ cli_audit_main(int argc, char **argv, const char *token_file)
 		return cmd_head(argc - 1, argv + 1, token_file);
 	if (strcmp(sub, "records") == 0)
 		return cmd_records(argc - 1, argv + 1, token_file);
-	return usage_error("audit ", "unknown command '%s'", sub);
+	return cli_usage_error("audit ", "unknown command '%s'", sub);
 }

@@ -24,6 +24,7 @@
 #include <openssl/sha.h>
 
 #include "cer.h"
+#include "kmsctl_cli.h"
 #include "kmsctl_http.h"
 #include "officer_sign.h"
 
@@ -141,29 +142,6 @@ static const char usage_revoke[] =
 /* ---- small helpers ---- */
 
 static int
-uerr(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static int
-uerr(const char *cmd, const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("kmsctl: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\nTry 'kmsctl %s --help'.\n", cmd);
-	return CLI_USAGE;
-}
-
-static int
-help(const char *text)
-{
-	return fputs(text, stdout) == EOF || fflush(stdout) == EOF ? CLI_USAGE :
-	    CLI_OK;
-}
-
-static int
 next_opt(int argc, char **argv, const struct option *opts, const char *cmd)
 {
 	int c;
@@ -171,9 +149,10 @@ next_opt(int argc, char **argv, const struct option *opts, const char *cmd)
 	opterr = 0;
 	c = getopt_long(argc, argv, ":", opts, NULL);
 	if (c == '?' || c == ':') {
-		fprintf(stderr, "kmsctl: %s '%s'\nTry 'kmsctl %s --help'.\n",
+		fprintf(stderr, "kmsctl: %s '%s'\n",
 		    c == '?' ? "unknown option" : "option needs a value",
-		    argv[optind - 1], cmd);
+		    argv[optind - 1]);
+		(void)cli_usage_hint(cmd);
 		return '?';
 	}
 	return c;
@@ -342,9 +321,9 @@ sign_check(const char *cmd, const struct signopts *so, int need_officer)
 {
 	if (need_officer && (so->officer == NULL ||
 	    !cer_officer_name_valid(so->officer)))
-		return uerr(cmd, "--officer NAME is required (a-z 0-9 . _ -)");
+		return cli_usage_error(cmd, "--officer NAME is required (a-z 0-9 . _ -)");
 	if ((so->key_file != NULL) == (so->uri != NULL))
-		return uerr(cmd, "give exactly one of --key FILE and --pkcs11-uri URI");
+		return cli_usage_error(cmd, "give exactly one of --key FILE and --pkcs11-uri URI");
 	return CLI_OK;
 }
 
@@ -539,16 +518,16 @@ officer_keygen(int argc, char **argv)
 	BIO *b = NULL;
 	int ch, n, kr, r = CLI_USAGE;
 
-	while ((ch = next_opt(argc, argv, opts, "officer keygen")) != -1) {
+	while ((ch = next_opt(argc, argv, opts, "officer keygen ")) != -1) {
 		if (ch == O_HELP_)
-			return help(usage_officer);
+			return cli_print_help(usage_officer);
 		if (ch == O_DIR)
 			dir = optarg;
 		else if (!sign_opt(ch, &so))
 			return CLI_USAGE;
 	}
 	if (argc - optind != 1 || !cer_officer_name_valid(argv[optind]))
-		return uerr("officer keygen", "expected one officer NAME (1..32 of "
+		return cli_usage_error("officer keygen ", "expected one officer NAME (1..32 of "
 		    "a-z 0-9 . _ -, first a letter or digit)");
 	name = argv[optind];
 	snprintf(priv_path, sizeof(priv_path), "%s/%s.pem", dir, name);
@@ -630,13 +609,13 @@ officer_pubkey(int argc, char **argv)
 	char *pin = NULL;
 	int ch, n, r;
 
-	while ((ch = next_opt(argc, argv, opts, "officer pubkey")) != -1) {
+	while ((ch = next_opt(argc, argv, opts, "officer pubkey ")) != -1) {
 		if (ch == O_HELP_)
-			return help(usage_officer);
+			return cli_print_help(usage_officer);
 		if (!sign_opt(ch, &so))
 			return CLI_USAGE;
 	}
-	if ((r = sign_check("officer pubkey", &so, 0)) != CLI_OK)
+	if ((r = sign_check("officer pubkey ", &so, 0)) != CLI_OK)
 		return r;
 	if (so.key_file != NULL) {
 		if ((r = load_private(&so, &pk)) != CLI_OK)
@@ -711,9 +690,9 @@ officer_list(int argc, char **argv)
 	size_t i;
 	int ch, json = 0, r;
 
-	while ((ch = next_opt(argc, argv, opts, "officer list")) != -1) {
+	while ((ch = next_opt(argc, argv, opts, "officer list ")) != -1) {
 		if (ch == O_HELP_)
-			return help(usage_officer);
+			return cli_print_help(usage_officer);
 		if (ch == O_TOKEN_FILE_)
 			tf = optarg;
 		else if (ch == O_JSON_)
@@ -816,9 +795,9 @@ ceremony_show(int argc, char **argv)
 	char *path = NULL;
 	int ch, json = 0, r;
 
-	while ((ch = next_opt(argc, argv, opts, "ceremony show")) != -1) {
+	while ((ch = next_opt(argc, argv, opts, "ceremony show ")) != -1) {
 		if (ch == O_HELP_)
-			return help(usage_ceremony);
+			return cli_print_help(usage_ceremony);
 		if (ch == O_TOKEN_FILE_)
 			tf = optarg;
 		else if (ch == O_JSON_)
@@ -827,7 +806,7 @@ ceremony_show(int argc, char **argv)
 			return CLI_USAGE;
 	}
 	if (argc - optind != 1)
-		return uerr("ceremony show", "expected one ceremony ID");
+		return cli_usage_error("ceremony show ", "expected one ceremony ID");
 	if ((r = path_of("/v1/ceremonies/", argv[optind], NULL, &path)) != CLI_OK ||
 	    (r = call(tf, "GET", path, NULL, &ans)) != CLI_OK)
 		goto out;
@@ -852,9 +831,9 @@ ceremony_list(int argc, char **argv)
 	size_t i;
 	int ch, json = 0, r;
 
-	while ((ch = next_opt(argc, argv, opts, "ceremony list")) != -1) {
+	while ((ch = next_opt(argc, argv, opts, "ceremony list ")) != -1) {
 		if (ch == O_HELP_)
-			return help(usage_ceremony);
+			return cli_print_help(usage_ceremony);
 		if (ch == O_TOKEN_FILE_)
 			tf = optarg;
 		else if (ch == O_JSON_)
@@ -865,7 +844,7 @@ ceremony_list(int argc, char **argv)
 			return CLI_USAGE;
 	}
 	if (optind != argc)
-		return uerr("ceremony list", "unexpected argument '%s'", argv[optind]);
+		return cli_usage_error("ceremony list ", "unexpected argument '%s'", argv[optind]);
 	if (state != NULL)
 		r = path_of("/v1/ceremonies?state=", state, NULL, &path);
 	else
@@ -906,7 +885,7 @@ add_param(json_t *params, const char *kv)
 	int r = CLI_USAGE;
 
 	if (eq == NULL || eq == kv)
-		return uerr("ceremony create", "--param '%s' is not NAME=VALUE", kv);
+		return cli_usage_error("ceremony create ", "--param '%s' is not NAME=VALUE", kv);
 	if ((name = strndup(kv, (size_t)(eq - kv))) == NULL)
 		goto out;
 	v = eq + 1;
@@ -925,7 +904,7 @@ add_param(json_t *params, const char *kv)
 			if (km_b64_decode(v, strlen(v), &der, &dl) != KM_OK ||
 			    cer_pubkey_parse(der, dl, &spki, &spki_len) != KM_OK) {
 				free(der);
-				r = uerr("ceremony create", "public_key is not an ECDSA "
+				r = cli_usage_error("ceremony create ", "public_key is not an ECDSA "
 				    "P-256 public key (PEM or base64 DER)");
 				goto out;
 			}
@@ -936,11 +915,11 @@ add_param(json_t *params, const char *kv)
 		v = b64;
 	}
 	if (json_object_get(params, name) != NULL) {
-		r = uerr("ceremony create", "--param %s given twice", name);
+		r = cli_usage_error("ceremony create ", "--param %s given twice", name);
 		goto out;
 	}
 	if (json_object_set_new(params, name, json_string(v)) != 0) {
-		r = uerr("ceremony create", "--param %s is not valid UTF-8", name);
+		r = cli_usage_error("ceremony create ", "--param %s is not valid UTF-8", name);
 		goto out;
 	}
 	r = CLI_OK;
@@ -1006,9 +985,9 @@ ceremony_create(int argc, char **argv)
 
 	if (params == NULL || body == NULL)
 		goto out;
-	while ((ch = next_opt(argc, argv, opts, "ceremony create")) != -1) {
+	while ((ch = next_opt(argc, argv, opts, "ceremony create ")) != -1) {
 		if (ch == O_HELP_) {
-			r = help(usage_ceremony);
+			r = cli_print_help(usage_ceremony);
 			goto out;
 		}
 		if (ch == O_TOKEN_FILE_)
@@ -1026,7 +1005,7 @@ ceremony_create(int argc, char **argv)
 			goto out;
 	}
 	if (argc - optind != 1) {
-		r = uerr("ceremony create", "expected one OPERATION");
+		r = cli_usage_error("ceremony create ", "expected one OPERATION");
 		goto out;
 	}
 	if (json_object_set_new(body, "operation", json_string(argv[optind])) != 0 ||
@@ -1035,7 +1014,7 @@ ceremony_create(int argc, char **argv)
 	    json_object_set(body, "params", params) != 0)
 		goto out;
 	if (so.officer != NULL) {
-		if ((r = sign_check("ceremony create", &so, 1)) != CLI_OK ||
+		if ((r = sign_check("ceremony create ", &so, 1)) != CLI_OK ||
 		    (r = sign_request(&so, argv[optind], params, body)) != CLI_OK)
 			goto out;
 	}
@@ -1072,10 +1051,10 @@ ceremony_decide(int argc, char **argv, const char *decision)
 	char *path = NULL, *apath = NULL, *msg = NULL, *sig = NULL, q[160];
 	int ch, json = 0, yes = 0, r;
 
-	snprintf(cmd, sizeof(cmd), "ceremony %s", decision);
+	snprintf(cmd, sizeof(cmd), "ceremony %s ", decision);
 	while ((ch = next_opt(argc, argv, opts, cmd)) != -1) {
 		if (ch == O_HELP_)
-			return help(usage_ceremony);
+			return cli_print_help(usage_ceremony);
 		if (ch == O_TOKEN_FILE_)
 			tf = optarg;
 		else if (ch == O_JSON_)
@@ -1086,7 +1065,7 @@ ceremony_decide(int argc, char **argv, const char *decision)
 			return CLI_USAGE;
 	}
 	if (argc - optind != 1)
-		return uerr(cmd, "expected one ceremony ID");
+		return cli_usage_error(cmd, "expected one ceremony ID");
 	if ((r = sign_check(cmd, &so, 1)) != CLI_OK)
 		return r;
 	id = argv[optind];
@@ -1163,11 +1142,11 @@ ceremony_post(int argc, char **argv, const char *what)
 	char cmd[32], suffix[16], *path = NULL;
 	int ch, json = 0, r;
 
-	snprintf(cmd, sizeof(cmd), "ceremony %s", what);
+	snprintf(cmd, sizeof(cmd), "ceremony %s ", what);
 	snprintf(suffix, sizeof(suffix), "/%s", what);
 	while ((ch = next_opt(argc, argv, opts, cmd)) != -1) {
 		if (ch == O_HELP_)
-			return help(usage_ceremony);
+			return cli_print_help(usage_ceremony);
 		if (ch == O_TOKEN_FILE_)
 			tf = optarg;
 		else if (ch == O_JSON_)
@@ -1175,10 +1154,10 @@ ceremony_post(int argc, char **argv, const char *what)
 		else if (ch == O_REASON && strcmp(what, "cancel") == 0)
 			reason = optarg;
 		else
-			return uerr(cmd, "unknown option");
+			return cli_usage_error(cmd, "unknown option");
 	}
 	if (argc - optind != 1)
-		return uerr(cmd, "expected one ceremony ID");
+		return cli_usage_error(cmd, "expected one ceremony ID");
 	if (reason != NULL && (body = json_pack("{s:s}", "reason", reason)) == NULL)
 		return CLI_USAGE;
 	if ((r = path_of("/v1/ceremonies/", argv[optind], suffix, &path)) != CLI_OK ||
@@ -1298,9 +1277,9 @@ mek_status(int argc, char **argv)
 	json_t *m = NULL;
 	int ch, json = 0, r;
 
-	while ((ch = next_opt(argc, argv, opts, "mek status")) != -1) {
+	while ((ch = next_opt(argc, argv, opts, "mek status ")) != -1) {
 		if (ch == O_HELP_)
-			return help(usage_mek);
+			return cli_print_help(usage_mek);
 		if (ch == O_TOKEN_FILE_)
 			tf = optarg;
 		else if (ch == O_JSON_)
@@ -1326,9 +1305,9 @@ mek_rotate(int argc, char **argv)
 	json_t *ans = NULL, *body = NULL;
 	int ch, json = 0, resume = 0, wait = 0, nowait = 0, done, r;
 
-	while ((ch = next_opt(argc, argv, opts, "mek rotate")) != -1) {
+	while ((ch = next_opt(argc, argv, opts, "mek rotate ")) != -1) {
 		switch (ch) {
-		case O_HELP_: return help(usage_mek);
+		case O_HELP_: return cli_print_help(usage_mek);
 		case O_TOKEN_FILE_: tf = optarg; break;
 		case O_JSON_: json = 1; break;
 		case O_RESUME: resume = 1; break;
@@ -1339,7 +1318,7 @@ mek_rotate(int argc, char **argv)
 		}
 	}
 	if (optind != argc)
-		return uerr("mek rotate", "unexpected argument '%s'", argv[optind]);
+		return cli_usage_error("mek rotate ", "unexpected argument '%s'", argv[optind]);
 	if (resume) {
 		/* Finished meanwhile (kmsd resumes by itself at start): say so. */
 		if ((r = call(tf, "GET", "/v1/mek", NULL, &ans)) != CLI_OK)
@@ -1398,9 +1377,9 @@ cli_key_revoke(int argc, char **argv, const char *token_file)
 	int ch, json = 0, yes = 0, r;
 
 	g_token = token_file;
-	while ((ch = next_opt(argc, argv, opts, "key revoke")) != -1) {
+	while ((ch = next_opt(argc, argv, opts, "key revoke ")) != -1) {
 		if (ch == O_HELP_)
-			return help(usage_revoke);
+			return cli_print_help(usage_revoke);
 		if (ch == O_TOKEN_FILE_)
 			tf = optarg;
 		else if (ch == O_JSON_)
@@ -1411,12 +1390,12 @@ cli_key_revoke(int argc, char **argv, const char *token_file)
 			return CLI_USAGE;
 	}
 	if (argc - optind != 2)
-		return uerr("key revoke", "expected KEY and VERSION");
+		return cli_usage_error("key revoke ", "expected KEY and VERSION");
 	v = strtoul(argv[optind + 1], &end, 10);
 	if (*argv[optind + 1] < '1' || *argv[optind + 1] > '9' || *end != '\0' ||
 	    v > 0xffffffffUL)
-		return uerr("key revoke", "VERSION must be a positive integer");
-	if ((r = sign_check("key revoke", &so, 1)) != CLI_OK)
+		return cli_usage_error("key revoke ", "VERSION must be a positive integer");
+	if ((r = sign_check("key revoke ", &so, 1)) != CLI_OK)
 		return r;
 	snprintf(q, sizeof(q), "Revoke version %lu of key %s now, as officer %s "
 	    "(final: nothing can unwrap under it again)?", v, argv[optind],
@@ -1431,7 +1410,7 @@ cli_key_revoke(int argc, char **argv, const char *token_file)
 	km_hex(nb, sizeof(nb), nonce);
 	if (cer_revoke_message(argv[optind], (uint32_t)v, so.officer, ts, nonce,
 	    &msg) != KM_OK) {
-		r = uerr("key revoke", "'%s' is not a key name", argv[optind]);
+		r = cli_usage_error("key revoke ", "'%s' is not a key name", argv[optind]);
 		goto out;
 	}
 	if ((r = sign_message(&so, msg, &sig)) != CLI_OK)
@@ -1473,17 +1452,17 @@ dispatch(const struct sub *subs, const char *group, const char *usage,
 
 	g_token = token_file;
 	if (argc < 2)
-		return uerr(group, "expected a command");
+		return cli_usage_error(group, "expected a command");
 	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
 	    strcmp(argv[1], "help") == 0)
-		return help(usage);
+		return cli_print_help(usage);
 	for (i = 0; subs[i].name != NULL; i++) {
 		if (strcmp(subs[i].name, argv[1]) == 0) {
 			optind = 0;	/* glibc: 0 re-initialises getopt */
 			return subs[i].run(argc - 1, argv + 1);
 		}
 	}
-	return uerr(group, "unknown command '%s'", argv[1]);
+	return cli_usage_error(group, "unknown command '%s'", argv[1]);
 }
 
 int
@@ -1493,7 +1472,7 @@ cli_officer_main(int argc, char **argv, const char *token_file)
 		{ "pubkey", officer_pubkey }, { "list", officer_list },
 		{ NULL, NULL } };
 
-	return dispatch(subs, "officer", usage_officer, argc, argv, token_file);
+	return dispatch(subs, "officer ", usage_officer, argc, argv, token_file);
 }
 
 int
@@ -1505,7 +1484,7 @@ cli_ceremony_main(int argc, char **argv, const char *token_file)
 		{ "execute", ceremony_execute }, { "cancel", ceremony_cancel },
 		{ NULL, NULL } };
 
-	return dispatch(subs, "ceremony", usage_ceremony, argc, argv, token_file);
+	return dispatch(subs, "ceremony ", usage_ceremony, argc, argv, token_file);
 }
 
 int
@@ -1514,5 +1493,5 @@ cli_mek_main(int argc, char **argv, const char *token_file)
 	static const struct sub subs[] = { { "status", mek_status },
 		{ "rotate", mek_rotate }, { NULL, NULL } };
 
-	return dispatch(subs, "mek", usage_mek, argc, argv, token_file);
+	return dispatch(subs, "mek ", usage_mek, argc, argv, token_file);
 }

@@ -14,6 +14,7 @@
 
 #include <openssl/crypto.h>
 
+#include "kmsctl_cli.h"
 #include "kmsctl_http.h"
 
 #define SIGN_MAX_INPUT (64u << 10)		/* the server's limit (docs/SIGNING.md) */
@@ -83,30 +84,6 @@ static const char usage_jwks[] =
     "every published signing-key version with its kid, use and alg.\n"
     "\n" EXIT_TEXT;
 
-static int
-usage_error(const char *cmd, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static int
-usage_error(const char *cmd, const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("kmsctl: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\nTry 'kmsctl %s --help'.\n", cmd);
-	return CLI_USAGE;
-}
-
-static int
-help(const char *text)
-{
-	return fputs(text, stdout) == EOF || fflush(stdout) == EOF ? CLI_USAGE :
-	    CLI_OK;
-}
-
 /* getopt_long with kmsctl's messages; '?' after printing one. */
 static int
 next_opt(int argc, char **argv, const struct option *opts, const char *cmd)
@@ -116,60 +93,13 @@ next_opt(int argc, char **argv, const struct option *opts, const char *cmd)
 	opterr = 0;
 	c = getopt_long(argc, argv, ":", opts, NULL);
 	if (c == '?' || c == ':') {
-		fprintf(stderr, "kmsctl: %s '%s'\nTry 'kmsctl %s --help'.\n",
+		fprintf(stderr, "kmsctl: %s '%s'\n",
 		    c == ':' ? "option needs a value:" : "unknown option",
-		    argv[optind - 1], cmd);
+		    argv[optind - 1]);
+		(void)cli_usage_hint(cmd);
 		return '?';
 	}
 	return c;
-}
-
-/* Reads `path` ("-" or NULL: stdin) into `b`; more than `max` bytes is a
- * usage error. */
-static int
-read_all(const char *path, size_t max, struct km_buf *b)
-{
-	int fd = STDIN_FILENO, r = CLI_USAGE;
-	const char *name = "standard input";
-	unsigned char chunk[4096];
-	ssize_t n;
-
-	if (path != NULL && strcmp(path, "-") != 0) {
-		name = path;
-		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
-			fprintf(stderr, "kmsctl: cannot open %s: %s\n", path,
-			    strerror(errno));
-			return CLI_USAGE;
-		}
-	}
-	for (;;) {
-		n = read(fd, chunk, sizeof(chunk));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			fprintf(stderr, "kmsctl: reading %s: %s\n", name,
-			    strerror(errno));
-			goto out;
-		}
-		if (n == 0)
-			break;
-		if (b->len + (size_t)n > max) {
-			fprintf(stderr, "kmsctl: %s is larger than %zu bytes\n", name,
-			    max);
-			goto out;
-		}
-		km_buf_append(b, chunk, (size_t)n);
-		if (b->failed) {
-			fprintf(stderr, "kmsctl: out of memory\n");
-			goto out;
-		}
-	}
-	r = CLI_OK;
-out:
-	OPENSSL_cleanse(chunk, sizeof(chunk));
-	if (fd != STDIN_FILENO)
-		close(fd);
-	return r;
 }
 
 /* A text file (a JWS, a base64 signature): trailing whitespace cut, NUL
@@ -181,7 +111,7 @@ read_text(const char *path, char **out)
 	int r;
 
 	*out = NULL;
-	if ((r = read_all(path, MAX_SIG_TEXT, &b)) != CLI_OK)
+	if ((r = cli_read_input(path, MAX_SIG_TEXT, &b)) != CLI_OK)
 		goto out;
 	while (b.len > 0 && isspace(b.data[b.len - 1]))
 		b.len--;
@@ -283,9 +213,9 @@ cli_sign_main(int argc, char **argv, const char *token_file)
 	char *b64 = NULL, *path = NULL;
 	int ch, prehashed = 0, json = 0, r = CLI_USAGE;
 
-	while ((ch = next_opt(argc, argv, opts, "sign")) != -1) {
+	while ((ch = next_opt(argc, argv, opts, "sign ")) != -1) {
 		switch (ch) {
-		case O_HELP: return help(usage_sign);
+		case O_HELP: return cli_print_help(usage_sign);
 		case O_TOKEN_FILE: token_file = optarg; break;
 		case O_IN: in = optarg; break;
 		case O_OUT: out = optarg; break;
@@ -299,23 +229,23 @@ cli_sign_main(int argc, char **argv, const char *token_file)
 		}
 	}
 	if (argc - optind != 1)
-		return usage_error("sign", "expected one signing key name");
+		return cli_usage_error("sign ", "expected one signing key name");
 	if (format != NULL && strcmp(format, "raw") != 0 &&
 	    strcmp(format, "jws") != 0)
-		return usage_error("sign", "--format is raw or jws");
+		return cli_usage_error("sign ", "--format is raw or jws");
 	if (header != NULL) {
 		json_error_t jerr;
 
 		if ((hdr = json_loads(header, JSON_REJECT_DUPLICATES, &jerr)) ==
 		    NULL || !json_is_object(hdr)) {
 			json_decref(hdr);
-			return usage_error("sign", "--header is not a JSON object");
+			return cli_usage_error("sign ", "--header is not a JSON object");
 		}
 	}
-	if ((r = read_all(in, SIGN_MAX_INPUT, &input)) != CLI_OK)
+	if ((r = cli_read_input(in, SIGN_MAX_INPUT, &input)) != CLI_OK)
 		goto out;
 	if (input.len == 0) {
-		r = usage_error("sign", "no input to sign");
+		r = cli_usage_error("sign ", "no input to sign");
 		goto out;
 	}
 	if (km_b64_encode(input.data, input.len, &b64) != KM_OK ||
@@ -391,9 +321,9 @@ cli_verify_main(int argc, char **argv, const char *token_file)
 	long long version = 0;
 	int ch, prehashed = 0, json = 0, r = CLI_USAGE;
 
-	while ((ch = next_opt(argc, argv, opts, "verify")) != -1) {
+	while ((ch = next_opt(argc, argv, opts, "verify ")) != -1) {
 		switch (ch) {
-		case O_HELP: return help(usage_verify);
+		case O_HELP: return cli_print_help(usage_verify);
 		case O_TOKEN_FILE: token_file = optarg; break;
 		case O_IN: in = optarg; break;
 		case O_JWS: jws_path = optarg; break;
@@ -407,20 +337,20 @@ cli_verify_main(int argc, char **argv, const char *token_file)
 		}
 	}
 	if (argc - optind != 1)
-		return usage_error("verify", "expected one signing key name");
+		return cli_usage_error("verify ", "expected one signing key name");
 	if ((jws_path != NULL) == (sig_path != NULL))
-		return usage_error("verify", "give --jws FILE, or --in FILE and "
+		return cli_usage_error("verify ", "give --jws FILE, or --in FILE and "
 		    "--signature FILE");
 	if (jws_path != NULL && (in != NULL || alg != NULL || prehashed ||
 	    marshaling != NULL || kv != NULL))
-		return usage_error("verify", "a JWS carries its own input, alg and "
+		return cli_usage_error("verify ", "a JWS carries its own input, alg and "
 		    "kid: only --jws");
 	if (kv != NULL) {
 		errno = 0;
 		version = strtoll(kv, &end, 10);
 		if (errno != 0 || *kv == '\0' || *end != '\0' || version < 1 ||
 		    version > 0xffffffffLL)
-			return usage_error("verify", "--key-version '%s' is not a "
+			return cli_usage_error("verify ", "--key-version '%s' is not a "
 			    "positive number", kv);
 	}
 	if ((body = json_object()) == NULL) {
@@ -431,11 +361,11 @@ cli_verify_main(int argc, char **argv, const char *token_file)
 		if ((r = read_text(jws_path, &jws)) != CLI_OK)
 			goto out;
 		if (set(body, "jws", json_string(jws))) {
-			r = usage_error("verify", "the JWS is not text");
+			r = cli_usage_error("verify ", "the JWS is not text");
 			goto out;
 		}
 	} else {
-		if ((r = read_all(in, SIGN_MAX_INPUT, &input)) != CLI_OK ||
+		if ((r = cli_read_input(in, SIGN_MAX_INPUT, &input)) != CLI_OK ||
 		    (r = read_text(sig_path, &sig)) != CLI_OK)
 			goto out;
 		r = CLI_USAGE;
@@ -508,16 +438,16 @@ cli_jwks_main(int argc, char **argv, const char *token_file)
 	json_t *ans = NULL;
 	int ch, r;
 
-	while ((ch = next_opt(argc, argv, opts, "jwks")) != -1) {
+	while ((ch = next_opt(argc, argv, opts, "jwks ")) != -1) {
 		switch (ch) {
-		case O_HELP: return help(usage_jwks);
+		case O_HELP: return cli_print_help(usage_jwks);
 		case O_TOKEN_FILE: token_file = optarg; break;
 		case O_OUT: out = optarg; break;
 		default: return CLI_USAGE;
 		}
 	}
 	if (argc - optind != 0)
-		return usage_error("jwks", "no arguments expected");
+		return cli_usage_error("jwks ", "no arguments expected");
 	if ((r = cli_http_new(token_file, &h)) != CLI_OK ||
 	    (r = cli_http_call(h, "GET", "/.well-known/jwks.json", NULL,
 	    &ans)) != CLI_OK)

@@ -16,22 +16,13 @@ set -u
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 docs=$here/../../docs/AUDIT.md
-keep=${KMS_TEST_KEEP:-}
-start_timeout=20 # seconds until the port file and /v1/ready
-stop_timeout=15  # seconds from SIGTERM to exit
+kms_it_name=audit_tamper
+# shellcheck source=tests/integration/lib.sh
+. "$here/lib.sh"
 
-say() { printf 'audit_tamper: %s\n' "$*" >&2; }
+say() { kms_it_say "$@"; }
 
-if [ -z "${KMSD_BIN:-}" ] || [ -z "${KMSCTL_BIN:-}" ]; then
-	say "set KMSD_BIN and KMSCTL_BIN to the kmsd and kmsctl binaries"
-	exit 2
-fi
-for b in "$KMSD_BIN" "$KMSCTL_BIN"; do
-	if [ ! -x "$b" ]; then
-		say "$b is not an executable"
-		exit 2
-	fi
-done
+kms_it_check_bins
 for t in curl openssl sha256sum od dd; do
 	if ! command -v "$t" >/dev/null 2>&1; then
 		say "$t is required"
@@ -43,100 +34,28 @@ if [ ! -r "$docs" ]; then
 	exit 2
 fi
 
-# The caller's KMS_* settings would override the private config.
-while read -r v; do
-	unset "$v"
-done < <(compgen -e | grep '^KMS_')
-
-D=$(mktemp -d "${TMPDIR:-/tmp}/kmsd-audit-tamper.XXXXXX") || exit 2
-pid=
-
-stop_kmsd() {
-	local i rc
-
-	[ -n "$pid" ] || return 0
-	if ! kill -0 "$pid" 2>/dev/null; then
-		wait "$pid"
-		rc=$?
-		pid=
-		say "kmsd had exited already (status $rc)"
-		return 1
-	fi
-	kill -TERM "$pid"
-	for ((i = 0; i < stop_timeout * 10; i++)); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	if kill -0 "$pid" 2>/dev/null; then
-		say "kmsd did not stop within ${stop_timeout}s of SIGTERM; killing it"
-		kill -KILL "$pid" 2>/dev/null
-		wait "$pid" 2>/dev/null
-		pid=
-		return 1
-	fi
-	wait "$pid"
-	rc=$?
-	pid=
-	[ "$rc" -eq 0 ]
-}
-
-# shellcheck disable=SC2317 # called by the EXIT trap
-cleanup() {
-	stop_kmsd >/dev/null 2>&1
-	if [ -n "$keep" ]; then
-		say "kept $D"
-	else
-		rm -rf "$D"
-	fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-show_log() {
-	say "kmsd log ($D/kmsd.log):"
-	tail -n 40 "$D/kmsd.log" >&2 2>/dev/null
-}
+kms_it_clear_env
+kms_it_mkdir kmsd-audit-tamper
+kms_it_traps
 
 setup_fail() {
 	say "$*"
-	show_log
+	kms_it_show_log
 	exit 2
 }
 
 # ---- a private kmsd: 4 KiB segments, a checkpoint every 10 records ----
 
-mkdir -p "$D/tokens" "$D/t"
-printf 'directories.tokendir = %s/tokens\nobjectstore.backend = file\nlog.level = ERROR\n' \
-    "$D" >"$D/softhsm2.conf"
-export SOFTHSM2_CONF=$D/softhsm2.conf
-printf 'data_dir = %s\nlisten = 127.0.0.1:0\nport_file = %s/kmsd.port\naudit_checkpoint_records = 10\naudit_segment_bytes = 4096\n' \
-    "$D" "$D" >"$D/kmsd.conf"
+mkdir -p "$D/t"
+kms_it_softhsm_conf
+kms_it_kmsd_conf 'audit_checkpoint_records = 10' 'audit_segment_bytes = 4096'
 
 if ! "$KMSCTL_BIN" init --config "$D/kmsd.conf" --init-token >"$D/init.log" 2>&1; then
 	cat "$D/init.log" >&2
 	setup_fail "kmsctl init failed"
 fi
 
-"$KMSD_BIN" --config "$D/kmsd.conf" 2>"$D/kmsd.log" &
-pid=$!
-
-port=
-for ((i = 0; i < start_timeout * 10; i++)); do
-	kill -0 "$pid" 2>/dev/null || setup_fail "kmsd exited during start-up"
-	port=$(cat "$D/kmsd.port" 2>/dev/null)
-	case $port in
-	'' | *[!0-9]*) port= ;;
-	*)
-		[ "$(curl -s -o /dev/null -w '%{http_code}' \
-		    "http://127.0.0.1:$port/v1/ready")" = 200 ] && break
-		;;
-	esac
-	sleep 0.1
-done
-if [ -z "$port" ] || [ "$i" -ge $((start_timeout * 10)) ]; then
-	setup_fail "kmsd was not ready within ${start_timeout}s"
-fi
+kms_it_start setup_fail
 
 export KMS_ADDR=http://127.0.0.1:$port
 kc() { "$KMSCTL_BIN" "$@"; }
@@ -567,9 +486,9 @@ else
 	not_ok "verify usage/IO exit codes ($rc1, $rc2)"
 fi
 
-if ! stop_kmsd; then
+if ! kms_it_stop --quiet-status; then
 	not_ok "kmsd stops cleanly on SIGTERM"
-	show_log
+	kms_it_show_log
 else
 	ok "kmsd stops cleanly on SIGTERM"
 fi

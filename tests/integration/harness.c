@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <CUnit/Basic.h>
 #include <CUnit/CUnit.h>
 #include <curl/curl.h>
 #include <openssl/crypto.h>
@@ -55,8 +56,8 @@ static struct {
 
 /* --- small utilities ---------------------------------------------------- */
 
-static long long
-now_ms(void)
+long long
+ith_now_ms(void)
 {
 	struct timespec ts;
 
@@ -64,8 +65,8 @@ now_ms(void)
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void
-sleep_ms(long ms)
+void
+ith_sleep_ms(long ms)
 {
 	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
 
@@ -222,7 +223,7 @@ run_command(char *const argv[], const char *logpath, long timeout_ms)
 {
 	pid_t pid;
 	int status;
-	long long deadline = now_ms() + timeout_ms;
+	long long deadline = ith_now_ms() + timeout_ms;
 
 	if ((pid = fork()) < 0)
 		return -1;
@@ -248,14 +249,14 @@ run_command(char *const argv[], const char *logpath, long timeout_ms)
 			return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 		if (w < 0 && errno != EINTR)
 			return -1;
-		if (now_ms() > deadline) {
+		if (ith_now_ms() > deadline) {
 			kill(pid, SIGKILL);
 			waitpid(pid, &status, 0);
 			fprintf(stderr, "harness: %s did not finish in %ld ms\n",
 			    argv[0], timeout_ms);
 			return -1;
 		}
-		sleep_ms(20);
+		ith_sleep_ms(20);
 	}
 }
 
@@ -867,8 +868,8 @@ ith_start(void)
 		_exit(127);
 	}
 	H.pid = pid;
-	deadline = now_ms() + START_TIMEOUT_MS;
-	while (now_ms() < deadline) {
+	deadline = ith_now_ms() + START_TIMEOUT_MS;
+	while (ith_now_ms() < deadline) {
 		pid_t w = waitpid(pid, &status, WNOHANG);
 
 		if (w == pid) {
@@ -890,7 +891,7 @@ ith_start(void)
 		}
 		if (H.base_url[0] != '\0' && probe_ready())
 			return 0;
-		sleep_ms(50);
+		ith_sleep_ms(50);
 	}
 	fprintf(stderr, "harness: kmsd not ready after %d ms (port file %s, url '%s')\n",
 	    START_TIMEOUT_MS, H.port_file, H.base_url);
@@ -916,12 +917,12 @@ ith_stop(char *how, size_t howlen)
 		H.curl = NULL;
 	}
 	kill(H.pid, SIGTERM);
-	deadline = now_ms() + STOP_TIMEOUT_MS;
-	while (now_ms() < deadline) {
+	deadline = ith_now_ms() + STOP_TIMEOUT_MS;
+	while (ith_now_ms() < deadline) {
 		w = waitpid(H.pid, &status, WNOHANG);
 		if (w == H.pid || (w < 0 && errno != EINTR))
 			break;
-		sleep_ms(20);
+		ith_sleep_ms(20);
 	}
 	if (w != H.pid) {
 		killed = 1;
@@ -1586,4 +1587,44 @@ ith_audit_torn(void)
 		last = (char)fgetc(f);
 	fclose(f);
 	return last != '\n';
+}
+
+unsigned
+ith_cu_run(void)
+{
+	CU_basic_set_mode(CU_BRM_VERBOSE);
+	CU_basic_run_tests();
+	return CU_get_number_of_tests_failed() +
+	    CU_get_number_of_suites_failed() + CU_get_number_of_failures();
+}
+
+int
+ith_suite_main(const char *suite, CU_CleanupFunc clean,
+    const struct ith_test *tests)
+{
+	CU_pSuite s;
+	unsigned failed;
+	int r = 2;
+
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		fprintf(stderr, "curl_global_init failed\n");
+		return 2;
+	}
+	if (CU_initialize_registry() != CUE_SUCCESS)
+		goto out;
+	if ((s = CU_add_suite(suite, NULL, clean)) == NULL)
+		goto fail;
+	for (; tests->name != NULL; tests++)
+		if (CU_add_test(s, tests->name, tests->run) == NULL)
+			goto fail;
+	failed = ith_cu_run();
+	r = failed != 0 ? 1 : 0;
+	CU_cleanup_registry();
+	goto out;
+fail:
+	fprintf(stderr, "registering the suites failed: %s\n", CU_get_error_msg());
+	CU_cleanup_registry();
+out:
+	curl_global_cleanup();
+	return r;
 }

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include <CUnit/CUnit.h>
 #include <jansson.h>
 
 /* Headers of one answer that the suites look at. */
@@ -166,6 +167,33 @@ const char *ith_name(const char *prefix);
  * and the caller's environment; returns its exit status, or -1 when it
  * could not run, died of a signal or did not finish in `timeout_ms`. */
 int ith_run(char *const argv[], const char *logpath, long timeout_ms);
+
+/* CLOCK_MONOTONIC in milliseconds. */
+long long ith_now_ms(void);
+/* Sleeps `ms` milliseconds, the whole time even if a signal arrives. */
+void ith_sleep_ms(long ms);
+
+/* --- Running the tests --------------------------------------------------- */
+
+/* Runs every registered CUnit suite, verbose. Returns how many tests,
+ * suites and assertions failed: 0 when all passed. The registry is left
+ * for the caller to clean up. */
+unsigned ith_cu_run(void);
+
+/* One test of a program that is a single suite; a list ends with
+ * { NULL, NULL }. */
+struct ith_test {
+	const char *name;
+	CU_TestFunc run;
+};
+
+/* The whole main() of a program that is a single suite named `suite`:
+ * libcurl set up, `tests` registered in order and run, `clean` (may be
+ * NULL) called after the last one, everything torn down. Returns the
+ * program's exit status: 0 all passed, 1 a test failed, 2 the suite could
+ * not be registered. */
+int ith_suite_main(const char *suite, CU_CleanupFunc clean,
+    const struct ith_test *tests);
 
 /* --- The audit log on disk (shared by the durability and chaos suites) -- */
 

@@ -19,22 +19,13 @@
 set -u
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-keep=${KMS_TEST_KEEP:-}
-start_timeout=20 # seconds until the port file and /v1/ready
-stop_timeout=15  # seconds from SIGTERM to exit
+kms_it_name=jose_interop
+# shellcheck source=tests/integration/lib.sh
+. "$here/lib.sh"
 
-say() { printf 'jose_interop: %s\n' "$*" >&2; }
+say() { kms_it_say "$@"; }
 
-if [ -z "${KMSD_BIN:-}" ] || [ -z "${KMSCTL_BIN:-}" ]; then
-	say "set KMSD_BIN and KMSCTL_BIN to the kmsd and kmsctl binaries"
-	exit 2
-fi
-for b in "$KMSD_BIN" "$KMSCTL_BIN"; do
-	if [ ! -x "$b" ]; then
-		say "$b is not an executable"
-		exit 2
-	fi
-done
+kms_it_check_bins
 if ! command -v curl >/dev/null 2>&1; then
 	say "curl is required"
 	exit 2
@@ -53,71 +44,11 @@ if [ -z "$PY" ]; then
 	exit 1
 fi
 
-# The caller's KMS_* settings would override the private config.
-while read -r v; do
-	unset "$v"
-done < <(compgen -e | grep '^KMS_')
-
-D=$(mktemp -d "${TMPDIR:-/tmp}/kmsd-jose.XXXXXX") || exit 2
-pid=
-
-stop_kmsd() {
-	local i rc
-
-	[ -n "$pid" ] || return 0
-	if ! kill -0 "$pid" 2>/dev/null; then
-		wait "$pid"
-		rc=$?
-		pid=
-		say "kmsd had exited already (status $rc)"
-		return 1
-	fi
-	kill -TERM "$pid"
-	for ((i = 0; i < stop_timeout * 10; i++)); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	if kill -0 "$pid" 2>/dev/null; then
-		say "kmsd did not stop within ${stop_timeout}s of SIGTERM; killing it"
-		kill -KILL "$pid" 2>/dev/null
-		wait "$pid" 2>/dev/null
-		pid=
-		return 1
-	fi
-	wait "$pid"
-	rc=$?
-	pid=
-	if [ "$rc" -ne 0 ]; then
-		say "kmsd exited with status $rc after SIGTERM"
-		return 1
-	fi
-	return 0
-}
-
-# shellcheck disable=SC2317 # called by the EXIT trap
-cleanup() {
-	stop_kmsd >/dev/null 2>&1
-	if [ -n "$keep" ]; then
-		say "kept $D"
-	else
-		rm -rf "$D"
-	fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-show_log() {
-	say "kmsd log ($D/kmsd.log):"
-	tail -n 40 "$D/kmsd.log" >&2 2>/dev/null
-}
-
-mkdir -p "$D/tokens"
-printf 'directories.tokendir = %s/tokens\nobjectstore.backend = file\nlog.level = ERROR\n' \
-    "$D" >"$D/softhsm2.conf"
-export SOFTHSM2_CONF=$D/softhsm2.conf
-printf 'data_dir = %s\nlisten = 127.0.0.1:0\nport_file = %s/kmsd.port\n' \
-    "$D" "$D" >"$D/kmsd.conf"
+kms_it_clear_env
+kms_it_mkdir kmsd-jose
+kms_it_traps
+kms_it_softhsm_conf
+kms_it_kmsd_conf
 
 if ! "$KMSCTL_BIN" init --config "$D/kmsd.conf" --init-token >"$D/init.log" 2>&1; then
 	say "kmsctl init failed:"
@@ -125,31 +56,7 @@ if ! "$KMSCTL_BIN" init --config "$D/kmsd.conf" --init-token >"$D/init.log" 2>&1
 	exit 1
 fi
 
-"$KMSD_BIN" --config "$D/kmsd.conf" 2>"$D/kmsd.log" &
-pid=$!
-
-port=
-for ((i = 0; i < start_timeout * 10; i++)); do
-	if ! kill -0 "$pid" 2>/dev/null; then
-		say "kmsd exited during start-up"
-		show_log
-		exit 1
-	fi
-	port=$(cat "$D/kmsd.port" 2>/dev/null)
-	case $port in
-	'' | *[!0-9]*) port= ;;
-	*)
-		[ "$(curl -s -o /dev/null -w '%{http_code}' \
-		    "http://127.0.0.1:$port/v1/ready")" = 200 ] && break
-		;;
-	esac
-	sleep 0.1
-done
-if [ -z "$port" ] || [ "$i" -ge $((start_timeout * 10)) ]; then
-	say "kmsd was not ready within ${start_timeout}s"
-	show_log
-	exit 1
-fi
+kms_it_start
 
 URL=http://127.0.0.1:$port
 ADMIN=$(cat "$D/admin.token")
@@ -235,10 +142,10 @@ done
     --stale-jwks "$D/jwks1.json" --stale-etag "$etag1" --expect-fetches 1 \
     "$D/tokens.txt" "$D/bad.txt" || fail=1
 
-if ! stop_kmsd; then
+if ! kms_it_stop; then
 	fail=1
 fi
 if [ "$fail" -ne 0 ]; then
-	show_log
+	kms_it_show_log
 fi
 exit "$fail"

@@ -38,23 +38,6 @@ suite_ready(void)
 	return app != NULL && officer != NULL && auditor != NULL ? 0 : -1;
 }
 
-static long long
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void
-sleep_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-
-	nanosleep(&ts, NULL);
-}
-
 static const char *
 jstr(const json_t *o, const char *k)
 {
@@ -402,7 +385,7 @@ test_bad_approvals(void)
 	snprintf(dg, sizeof(dg), "%s", jstr(c, "digest"));
 	json_decref(c);
 	json_decref(decide(id, dg, "alice", "approve", 200, NULL));
-	sleep_ms(3100);
+	ith_sleep_ms(3100);
 	json_decref(decide(id, dg, "bob", "approve", 409, "ceremony_closed"));
 	json_decref(execute(id, 409, "ceremony_closed"));
 	a = get_ceremony(id);
@@ -907,10 +890,10 @@ mek_status(void)
 static long long
 wait_done(long long target, size_t *unwrapped, size_t *bad)
 {
-	long long deadline = now_ms() + 120000, done = -1;
+	long long deadline = ith_now_ms() + 120000, done = -1;
 	json_t *m, *rot;
 
-	while (now_ms() < deadline) {
+	while (ith_now_ms() < deadline) {
 		size_t pick = (size_t)rand() % n_blobs;
 
 		m = mek_status();
@@ -926,7 +909,7 @@ wait_done(long long target, size_t *unwrapped, size_t *bad)
 		/* wrap/unwrap keep working while the rotation runs */
 		*bad += unwrap_range(pick, pick + 1);
 		(*unwrapped)++;
-		sleep_ms(3);
+		ith_sleep_ms(3);
 	}
 	return -1;
 }
@@ -953,14 +936,14 @@ test_mek_rotation(void)
 	/* 10,000 versions written straight into the store and token */
 	if (!ith_check(ith_stop(NULL, 0) == 0, "stop before the fixture"))
 		return;
-	t0 = now_ms();
+	t0 = ith_now_ms();
 	{
 		char *argv[] = { (char *)fixture, conf, "scale", n_keys, n_versions,
 		    list, NULL };
 
 		rc = run(argv, NULL, log);
 	}
-	t_fixture = now_ms() - t0;
+	t_fixture = ith_now_ms() - t0;
 	out = read_log(log);
 	ith_check(rc == 0, "mek_fixture: exit %d: %s", rc, out);
 	free(out);
@@ -984,7 +967,7 @@ test_mek_rotation(void)
 	json_decref(c);
 	json_decref(decide(id, dg, "alice", "approve", 200, NULL));
 	json_decref(decide(id, dg, "bob", "approve", 200, NULL));
-	t_rot0 = now_ms();
+	t_rot0 = ith_now_ms();
 	if ((c = execute(id, 200, NULL)) == NULL)
 		return;
 	total = jint(json_object_get(c, "result"), "total");
@@ -1031,7 +1014,7 @@ test_mek_rotation(void)
 		    "kmsctl mek rotate --resume: exit %d: %s", rc, out);
 		free(out);
 	}
-	t_rot = now_ms() - t_rot0;
+	t_rot = ith_now_ms() - t_rot0;
 	m = mek_status();
 	rot = json_object_get(m, "rotation");
 	ith_check(strcmp(jstr(rot, "state"), "verified") == 0 &&
@@ -1050,12 +1033,12 @@ test_mek_rotation(void)
 	    unwrapped);
 	ith_check(bad == 0, "%zu unwraps failed during the rotation", bad);
 	/* every blob wrapped before the rotation still unwraps */
-	t0 = now_ms();
+	t0 = ith_now_ms();
 	bad = unwrap_range(0, n_blobs);
 	ith_check(bad == 0, "%zu of %zu blobs do not unwrap after the rotation",
 	    bad, n_blobs);
 	fprintf(stderr, "mek rotation: %zu blobs unwrapped after it in %lld ms\n",
-	    n_blobs, now_ms() - t0);
+	    n_blobs, ith_now_ms() - t0);
 	signing_keys_check();
 
 	/* only now may v1 be disabled, by its own ceremony */
@@ -1168,10 +1151,7 @@ main(void)
 		CU_cleanup_registry();
 		return 2;
 	}
-	CU_basic_set_mode(CU_BRM_VERBOSE);
-	CU_basic_run_tests();
-	failed = CU_get_number_of_tests_failed() +
-	    CU_get_number_of_suites_failed() + CU_get_number_of_failures();
+	failed = ith_cu_run();
 	if (failed != 0)
 		ith_print_log_tail(60);
 	CU_cleanup_registry();

@@ -38,14 +38,6 @@ struct client {
 static atomic_int phase;	/* 0 before, 1 failing, 2 recovered */
 static atomic_int stop_clients;
 
-static void
-sleep_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-
-	nanosleep(&ts, NULL);
-}
-
 static void *
 client_loop(void *arg)
 {
@@ -72,7 +64,7 @@ client_loop(void *arg)
 			/* No answer: kmsd is gone (the kill test). */
 			if (atomic_load(&stop_clients))
 				break;
-			sleep_ms(5);
+			ith_sleep_ms(5);
 			continue;
 		}
 		cl->n++;
@@ -235,12 +227,12 @@ test_fail_closed_and_recover(void)
 	atomic_store(&phase, 0);
 	ith_expect_503(1);
 	cls = clients_start(nclients, "fc-1");
-	sleep_ms(400);
+	ith_sleep_ms(400);
 
 	/* The disk "fills": no write past the log's current end succeeds. */
 	atomic_store(&phase, 1);
 	ith_check(set_fsize((rlim_t)segment_size()) == 0, "prlimit failed");
-	sleep_ms(600);
+	ith_sleep_ms(600);
 	st = ready_status();
 	ith_check(st == 503, "ready answered %ld while the log cannot be written",
 	    st);
@@ -250,10 +242,10 @@ test_fail_closed_and_recover(void)
 	/* Space returns: kmsd recovers by itself. */
 	ith_check(set_fsize(RLIM_INFINITY) == 0, "prlimit failed");
 	for (waited = 0; waited < 5000 && ready_status() != 200; waited += 100)
-		sleep_ms(100);
+		ith_sleep_ms(100);
 	ith_check(waited < 5000, "ready did not come back within 5 s");
 	atomic_store(&phase, 2);
-	sleep_ms(500);
+	ith_sleep_ms(500);
 	clients_stop(cls, nclients);
 	ith_expect_503(0);
 
@@ -287,7 +279,7 @@ test_kill9_under_32_clients(void)
 		int torn, before;
 
 		cls = clients_start(nclients, "k9-1");
-		sleep_ms(300 + 200 * round);
+		ith_sleep_ms(300 + 200 * round);
 		ith_check(ith_kill9() == 0, "kill -9 failed");
 		clients_stop(cls, nclients);
 		torn = ith_audit_torn();
@@ -326,25 +318,17 @@ suite_clean(void)
 	return 0;
 }
 
+static const struct ith_test tests[] = {
+	{ "start kmsd", test_start },
+	{ "fail closed when the log cannot be written, then recover",
+	    test_fail_closed_and_recover },
+	{ "kill -9 under 32 clients loses no acknowledged record",
+	    test_kill9_under_32_clients },
+	{ NULL, NULL },
+};
+
 int
 main(void)
 {
-	CU_pSuite s;
-	unsigned failed;
-
-	curl_global_init(CURL_GLOBAL_DEFAULT);
-	if (CU_initialize_registry() != CUE_SUCCESS)
-		return 2;
-	s = CU_add_suite("durability", NULL, suite_clean);
-	CU_add_test(s, "start kmsd", test_start);
-	CU_add_test(s, "fail closed when the log cannot be written, then recover",
-	    test_fail_closed_and_recover);
-	CU_add_test(s, "kill -9 under 32 clients loses no acknowledged record",
-	    test_kill9_under_32_clients);
-	CU_basic_set_mode(CU_BRM_VERBOSE);
-	CU_basic_run_tests();
-	failed = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-	CU_cleanup_registry();
-	curl_global_cleanup();
-	return failed ? 1 : 0;
+	return ith_suite_main("durability", suite_clean, tests);
 }

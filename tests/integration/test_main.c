@@ -94,10 +94,7 @@ main(void)
 		CU_cleanup_registry();
 		return 2;
 	}
-	CU_basic_set_mode(CU_BRM_VERBOSE);
-	CU_basic_run_tests();
-	failed = CU_get_number_of_tests_failed() +
-	    CU_get_number_of_suites_failed() + CU_get_number_of_failures();
+	failed = ith_cu_run();
 	if (failed != 0)
 		ith_print_log_tail(40);
 	fprintf(stderr, "integration: %zu distinct request ids seen\n",

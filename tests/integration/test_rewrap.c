@@ -40,14 +40,6 @@ now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void
-sleep_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-
-	nanosleep(&ts, NULL);
-}
-
 /* Starts kmsctl with `args` (NULL-terminated), stdout and stderr appended
  * to <data dir>/<log>; returns its pid. */
 static pid_t
@@ -228,7 +220,7 @@ wait_checkpoint(pid_t pid, long long row)
 			last = -1;
 			break;
 		}
-		sleep_ms(20);
+		ith_sleep_ms(20);
 	}
 	sqlite3_close(db);
 	return last;
@@ -479,7 +471,7 @@ test_jsonl(void)
 		json_decref(p);
 		if (l >= 1000)
 			break;
-		sleep_ms(5);
+		ith_sleep_ms(5);
 	}
 	kill(pid, SIGKILL);
 	CU_ASSERT_EQUAL(kmsctl_wait(pid), 128 + SIGKILL);
@@ -518,27 +510,19 @@ suite_clean(void)
 	return 0;
 }
 
+static const struct ith_test tests[] = {
+	{ "start kmsd", test_start },
+	{ "populate the table and rotate", test_populate },
+	{ "SIGTERM, SIGKILL, resume: count 0", test_stop_kill_resume },
+	{ "audit: nothing rewrapped twice but the batch in flight",
+	    test_audit_proves_once },
+	{ "every DEK unwraps to its bytes", test_unwrap_all },
+	{ "JSON lines: kill and resume", test_jsonl },
+	{ NULL, NULL },
+};
+
 int
 main(void)
 {
-	CU_pSuite s;
-	unsigned failed;
-
-	curl_global_init(CURL_GLOBAL_DEFAULT);
-	if (CU_initialize_registry() != CUE_SUCCESS)
-		return 2;
-	s = CU_add_suite("rewrap", NULL, suite_clean);
-	CU_add_test(s, "start kmsd", test_start);
-	CU_add_test(s, "populate the table and rotate", test_populate);
-	CU_add_test(s, "SIGTERM, SIGKILL, resume: count 0", test_stop_kill_resume);
-	CU_add_test(s, "audit: nothing rewrapped twice but the batch in flight",
-	    test_audit_proves_once);
-	CU_add_test(s, "every DEK unwraps to its bytes", test_unwrap_all);
-	CU_add_test(s, "JSON lines: kill and resume", test_jsonl);
-	CU_basic_set_mode(CU_BRM_VERBOSE);
-	CU_basic_run_tests();
-	failed = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-	CU_cleanup_registry();
-	curl_global_cleanup();
-	return failed ? 1 : 0;
+	return ith_suite_main("rewrap", suite_clean, tests);
 }

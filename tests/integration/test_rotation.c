@@ -26,14 +26,6 @@ static char *app, *app2, *auditor;
 static char kmsctl[4200], app_f[4300], aud_f[4300], adm_f[4300];
 
 static void
-sleep_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-
-	nanosleep(&ts, NULL);
-}
-
-static void
 write_token(char *path, size_t len, const char *name, const char *tok)
 {
 	FILE *f;
@@ -335,7 +327,7 @@ test_scheduler_rotates(void)
 		k = key_get("sch-1");
 		n = json_array_size(json_object_get(k, "versions"));
 		if (n < 2)
-			sleep_ms(100);
+			ith_sleep_ms(100);
 	}
 	CU_ASSERT(n >= 2);
 	json_decref(k);
@@ -397,7 +389,7 @@ test_expiry_alerts(void)
 		alerts_of("exp-6s", auditor, got, sizeof(got));
 		if (strstr(got, "expired") != NULL)
 			break;
-		sleep_ms(100);
+		ith_sleep_ms(100);
 	}
 	/* 6 s left: the 1d alert, then on expiry the expired one. */
 	CU_ASSERT_STRING_EQUAL(got, "expiry/1d expired/0d");
@@ -749,29 +741,19 @@ suite_clean(void)
 	return 0;
 }
 
+static const struct ith_test tests[] = {
+	{ "start kmsd", test_start },
+	{ "GET /metrics parses and moves", test_metrics },
+	{ "metrics_public = false wants a token", test_metrics_private },
+	{ "the scheduler rotates a due key", test_scheduler_rotates },
+	{ "expiry alerts: /v1/alerts, audit, metrics", test_expiry_alerts },
+	{ "emergency-rotate: report lists exactly the uses", test_emergency },
+	{ "key inventory counts old-version uses", test_inventory },
+	{ NULL, NULL },
+};
+
 int
 main(void)
 {
-	CU_pSuite s;
-	unsigned failed;
-
-	curl_global_init(CURL_GLOBAL_DEFAULT);
-	if (CU_initialize_registry() != CUE_SUCCESS)
-		return 2;
-	s = CU_add_suite("rotation", NULL, suite_clean);
-	CU_add_test(s, "start kmsd", test_start);
-	CU_add_test(s, "GET /metrics parses and moves", test_metrics);
-	CU_add_test(s, "metrics_public = false wants a token", test_metrics_private);
-	CU_add_test(s, "the scheduler rotates a due key", test_scheduler_rotates);
-	CU_add_test(s, "expiry alerts: /v1/alerts, audit, metrics",
-	    test_expiry_alerts);
-	CU_add_test(s, "emergency-rotate: report lists exactly the uses",
-	    test_emergency);
-	CU_add_test(s, "key inventory counts old-version uses", test_inventory);
-	CU_basic_set_mode(CU_BRM_VERBOSE);
-	CU_basic_run_tests();
-	failed = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-	CU_cleanup_registry();
-	curl_global_cleanup();
-	return failed ? 1 : 0;
+	return ith_suite_main("rotation", suite_clean, tests);
 }

@@ -7,7 +7,10 @@
 set -euo pipefail
 
 : "${KMSD_BIN:?}" "${KMSCTL_BIN:?}"
-for v in $(env | sed -n 's/^\(KMS_[A-Z_]*\)=.*/\1/p'); do unset "$v"; done
+kms_it_name=tls_test
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+kms_it_clear_env
 D=$(mktemp -d /tmp/kms-tls-XXXXXX)
 pid=
 cleanup() {
@@ -42,9 +45,7 @@ mk_cert billing ca "/O=kmsd-test/CN=billing"
 mk_cert stranger ca "/O=kmsd-test/CN=stranger"
 mk_cert impostor rogue "/O=kmsd-test/CN=billing"
 
-mkdir -p tokens
-printf 'directories.tokendir = %s/tokens\nobjectstore.backend = file\nlog.level = ERROR\n' "$D" > softhsm2.conf
-export SOFTHSM2_CONF=$D/softhsm2.conf
+kms_it_softhsm_conf
 cat > kmsd.conf <<CONF
 data_dir = $D
 listen = 127.0.0.1:0
