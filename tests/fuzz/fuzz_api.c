@@ -19,7 +19,8 @@
  * Checked on every answer: no crash, leak or undefined behaviour; never a
  * 5xx (the token, store and log are healthy, so a 5xx is a bug); an error
  * is {"error":{"code","message","request_id"}} with this request's id; the
- * answer serialises; every authenticated route wrote its audit record. */
+ * answer serialises; every authenticated route wrote its audit record; a
+ * batch answered 200 has one result object per item. */
 #include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -118,6 +119,31 @@ parse_query(char *q, struct args *a)
 	}
 }
 
+/* A batch answered 200 has one result per item, each an object: a
+ * client matches results to items by position. */
+static void
+check_batch(const struct api_req *rq, const char *text)
+{
+	json_t *body, *batch, *results;
+	size_t i;
+
+	if (rq->status != 200 || rq->body_len == 0)
+		return;
+	body = json_loadb((const char *)rq->body, rq->body_len, 0, NULL);
+	batch = json_object_get(body, "batch");
+	results = json_object_get(rq->answer, "results");
+	if (json_is_array(batch) && results != NULL) {
+		fuzz_assert(json_is_array(results) &&
+		    json_array_size(results) == json_array_size(batch),
+		    "%zu batch items, %zu results: %.300s", json_array_size(batch),
+		    json_array_size(results), text ? text : "");
+		for (i = 0; i < json_array_size(results); i++)
+			fuzz_assert(json_is_object(json_array_get(results, i)),
+			    "result %zu is not an object", i);
+	}
+	json_decref(body);
+}
+
 /* Runs one request; returns the answer (caller decrefs), *status. */
 static json_t *
 dispatch(const char *method, char *path, const char *auth,
@@ -166,6 +192,7 @@ dispatch(const char *method, char *path, const char *auth,
 		}
 		fuzz_assert(rq.no_audit || rq.audited,
 		    "%s %s -> %d was not audited", method, path, rq.status);
+		check_batch(&rq, text);
 		free(text);
 	}
 	ans = json_incref(rq.answer);
