@@ -71,15 +71,6 @@ static atomic_int stop_clients;
 static unsigned seed;
 static int rounds = 20;
 
-static void
-sleep_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
-
 static struct answer *
 next_answer(struct client *cl)
 {
@@ -100,7 +91,7 @@ post(struct client *cl, CURL *c, const char *path, const char *token,
 	if (st == 0 || a == NULL) {
 		json_decref(j);
 		if (st == 0)
-			sleep_ms(5);	/* kmsd is gone or restarting */
+			ith_sleep_ms(5);	/* kmsd is gone or restarting */
 		return NULL;
 	}
 	a->status = st;
@@ -155,7 +146,7 @@ rotate_once(struct client *cl, CURL *c)
 	cl->answers[cl->n - 1].version =
 	    (long)json_integer_value(json_object_get(j, "primary_version"));
 	json_decref(j);
-	sleep_ms(20 + rand_r(&cl->seed) % 60);
+	ith_sleep_ms(20 + rand_r(&cl->seed) % 60);
 }
 
 /* One whole ceremony: a throwaway key rotated once, key.destroy of its
@@ -488,7 +479,7 @@ test_rounds(void)
 		int torn;
 
 		cls = clients_start();
-		sleep_ms(wait);
+		ith_sleep_ms(wait);
 		if (!ith_check(ith_kill9() == 0, "round %d: kill -9 failed", round)) {
 			clients_stop(cls);
 			clients_free(cls);
@@ -735,31 +726,19 @@ suite_clean(void)
 	return 0;
 }
 
+static const struct ith_test tests[] = {
+	{ "start kmsd", test_start },
+	{ "kill -9 under wrap, rotate and ceremony load", test_rounds },
+	{ "a token that does not load, a wrong PIN",
+	    test_token_unavailable_at_start },
+	{ "the token store vanishes under a running kmsd", test_token_vanishes },
+	{ "kmsctl audit verify of the whole log", test_audit_verify },
+	{ NULL, NULL },
+};
+
 int
 main(void)
 {
-	CU_pSuite s;
-	unsigned failed;
-
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	curl_global_init(CURL_GLOBAL_DEFAULT);
-	if (CU_initialize_registry() != CUE_SUCCESS)
-		return 2;
-	s = CU_add_suite("chaos", NULL, suite_clean);
-	CU_add_test(s, "start kmsd", test_start);
-	CU_add_test(s, "kill -9 under wrap, rotate and ceremony load",
-	    test_rounds);
-	CU_add_test(s, "a token that does not load, a wrong PIN",
-	    test_token_unavailable_at_start);
-	CU_add_test(s, "the token store vanishes under a running kmsd",
-	    test_token_vanishes);
-	CU_add_test(s, "kmsctl audit verify of the whole log", test_audit_verify);
-	CU_basic_set_mode(CU_BRM_VERBOSE);
-	CU_basic_run_tests();
-	failed = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-	if (failed)
-		ith_print_log_tail(40);
-	CU_cleanup_registry();
-	curl_global_cleanup();
-	return failed ? 1 : 0;
+	return ith_suite_main("chaos", suite_clean, tests);
 }

@@ -24,7 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "itest.h"
@@ -203,15 +202,6 @@ connect_kmsd(void)
 	return fd;
 }
 
-static long long
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void
 header_value(const char *p, const char *end, char *out, size_t outlen)
 {
@@ -278,7 +268,7 @@ static void
 exchange(const struct bytes *req, long timeout_ms, struct answer *a)
 {
 	struct bytes in = { NULL, 0, 0 };
-	long long deadline = now_ms() + timeout_ms;
+	long long deadline = ith_now_ms() + timeout_ms;
 	size_t off = 0;
 	int fd;
 
@@ -288,7 +278,7 @@ exchange(const struct bytes *req, long timeout_ms, struct answer *a)
 		    strerror(errno));
 		return;
 	}
-	while (off < req->n && now_ms() < deadline) {
+	while (off < req->n && ith_now_ms() < deadline) {
 		struct pollfd pf = { fd, POLLOUT | POLLIN, 0 };
 		ssize_t w;
 
@@ -307,7 +297,7 @@ exchange(const struct bytes *req, long timeout_ms, struct answer *a)
 		struct pollfd pf = { fd, POLLIN, 0 };
 		char chunk[65536];
 		ssize_t r;
-		int left = (int)(deadline - now_ms());
+		int left = (int)(deadline - ith_now_ms());
 
 		if (left <= 0 || in.n > MAX_ANSWER)
 			break;
