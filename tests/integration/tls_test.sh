@@ -15,7 +15,7 @@ D=$(mktemp -d /tmp/kms-tls-XXXXXX)
 pid=
 cleanup() {
 	[ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-	[ -n "${KMS_TEST_KEEP:-}" ] || rm -rf "$D"
+	[ -n "$kms_it_keep" ] || rm -rf "$D"
 }
 trap cleanup EXIT
 pass=0 fail=0
