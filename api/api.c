@@ -36,6 +36,8 @@ static const struct {
 	[KM_ERR_STATE_CHANGED] = { 409, "state_changed" },
 	[KM_ERR_DECISION_FINAL] = { 409, "decision_final" },
 	[KM_ERR_ROTATION_IN_PROGRESS] = { 409, "rotation_in_progress" },
+	[KM_ERR_IDEMPOTENCY_IN_PROGRESS] = { 409, "idempotency_key_in_progress" },
+	[KM_ERR_IDEMPOTENCY_REUSED] = { 422, "idempotency_key_reused" },
 	[KM_ERR_NOT_FOUND] = { 404, "not_found" },
 	[KM_ERR_KEY_NOT_FOUND] = { 404, "key_not_found" },
 	[KM_ERR_VERSION_NOT_FOUND] = { 404, "version_not_found" },
@@ -517,7 +519,11 @@ api_dispatch(struct api_req *rq)
 	}
 	if (api_role_or_respond(rq, rt->roles) != 0)
 		goto audit;
+	if (api_idem_begin(rq, rt) != 0)
+		goto audit;
 	rt->handler(rq);
+	if (rq->idem_running)
+		api_idem_finish(rq);
 	/* Whatever route changed a key's versions (a revoke, a ceremony),
 	 * the JWKS shows it on its next request. */
 	if (rq->status < 400 && (strncmp(rt->op, "key.", 4) == 0 ||

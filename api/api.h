@@ -66,6 +66,10 @@ struct api_req {
 	/* Token id that a verified TLS client certificate maps to, or NULL. */
 	const char *tls_token_id;
 	const char *if_none_match;
+	/* Idempotency-Key header (borrowed) and how many the request had. */
+	const char *idempotency_key;
+	int n_idempotency_keys;
+	int idem_running;		/* this request holds a running entry */
 	char allow[64];			/* methods of the path, for a 405 */
 	unsigned retry_after;		/* seconds, for a 429 */
 	/* Query-string lookup, provided by the HTTP layer. */
@@ -243,6 +247,14 @@ void api_jwks(struct api_req *rq);
  * rotate, a state move, a destroy): the next GET /.well-known/jwks.json
  * rebuilds it from the store. Cheap; call it after any such commit. */
 void api_jwks_changed(void);
+
+/* Idempotency-Key (api/idem.c; docs/API.md). Before the handler: 0 when
+ * the request has no key or holds a new running entry (run the handler),
+ * non-zero when it was answered (a replay of the stored answer, or a 4xx).
+ * After the handler: stores a success answer together with the audit
+ * record, or releases the key when the request failed. */
+int api_idem_begin(struct api_req *rq, const struct api_route *rt);
+void api_idem_finish(struct api_req *rq);
 
 /* GET /metrics (api/metrics.c) and GET /v1/alerts (api/alerts.c). */
 void api_metrics(struct api_req *rq);

@@ -35,7 +35,10 @@ api_metrics_observe(struct api_req *rq, int64_t started_ns)
 
 	if (rq->ctx == NULL || rq->ctx->metrics == NULL)
 		return;
-	if (is_item_op(rq->op) && rq->status != 401 && rq->status != 403) {
+	/* A replay of a stored answer (Idempotency-Key) ran no item. */
+	if (is_item_op(rq->op) && rq->status != 401 && rq->status != 403 &&
+	    !(rq->audit != NULL && json_is_true(json_object_get(rq->audit,
+	    "replay")))) {
 		batch = rq->audit != NULL ? json_object_get(rq->audit, "batch") :
 		    NULL;
 		if (json_is_integer(batch)) {

@@ -70,6 +70,7 @@ static const struct cfg_item cfg_items[] = {
 	{ "scheduler_max_rotations", L(scheduler_max_rotations), "10", 1, 10000, "scheduled rotations per second at most" },
 	{ "expiry_check_seconds", L(expiry_check_seconds), "60", 1, 86400, "how often the scheduler looks for keys near expiry" },
 	{ "rotation_retry_seconds", L(rotation_retry_seconds), "60", 1, 3600, "first retry after a failed scheduled rotation (doubles, at most 1 h)" },
+	{ "idempotency_ttl_seconds", L(idempotency_ttl_seconds), "86400", 1, 2592000, "how long the answer of a request with an Idempotency-Key is kept for a repeat" },
 };
 
 #define N_ITEMS (sizeof(cfg_items) / sizeof(cfg_items[0]))

@@ -50,6 +50,7 @@ struct cfg {
 	long scheduler_max_rotations; /* per tick (about a second) */
 	long expiry_check_seconds;
 	long rotation_retry_seconds;
+	long idempotency_ttl_seconds; /* how long an Idempotency-Key answer is kept */
 };
 
 /* Loads defaults, then `path` (may be NULL), then the environment.

@@ -23,6 +23,7 @@
 #include "cer_run.h"
 #include "cfg.h"
 #include "hsm.h"
+#include "idem.h"
 #include "jwk.h"
 #include "kmsd_version.h"
 #include "log.h"
@@ -384,6 +385,8 @@ main(int argc, char **argv)
 	}
 	if ((r = store_open(c->db_path, &ctx.store)) != KM_OK ||
 	    (r = check_mek(ctx.store, ctx.hsm)) != KM_OK ||
+	    /* A request of an earlier run still marked running never ends. */
+	    (r = idem_clear_running(ctx.store)) != KM_OK ||
 	    (r = audit_open(c->audit_dir, &ctx.audit)) != KM_OK ||
 	    (r = usage_new(&ctx.usage)) != KM_OK) {
 		log_error("start-up failed: %s", km_strerror(r));

@@ -264,6 +264,19 @@ count_auth(void *cls, enum MHD_ValueKind kind, const char *key,
 }
 
 static enum MHD_Result
+count_idem(void *cls, enum MHD_ValueKind kind, const char *key,
+    const char *value)
+{
+	int *n = cls;
+
+	(void)kind;
+	(void)value;
+	if (strcasecmp(key, "Idempotency-Key") == 0)
+		(*n)++;
+	return MHD_YES;
+}
+
+static enum MHD_Result
 on_request(void *cls, struct MHD_Connection *conn, const char *url,
     const char *method, const char *version, const char *upload_data,
     size_t *upload_data_size, void **con_cls)
@@ -323,6 +336,10 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 	    MHD_HTTP_HEADER_AUTHORIZATION);
 	rq.if_none_match = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
 	    MHD_HTTP_HEADER_IF_NONE_MATCH);
+	rq.idempotency_key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+	    "Idempotency-Key");
+	MHD_get_connection_values(conn, MHD_HEADER_KIND, count_idem,
+	    &rq.n_idempotency_keys);
 	rq.get_arg = get_arg;
 	rq.conn = conn;
 	rq.tls_token_id = cs->tls_token_id;

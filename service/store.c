@@ -156,6 +156,20 @@ static const char *const migrations[] = {
 	" generation INTEGER UNIQUE NOT NULL,"
 	" created_at INTEGER NOT NULL,"
 	" ceremony_id TEXT);",
+	/* 4: Idempotency-Key of batch rewraps (service/idem.c reads and
+	 * writes it through store_write_tx): per actor and key, the SHA-256
+	 * of the request, the request that ran it, and its answer (status
+	 * and body; both NULL while it runs). */
+	"CREATE TABLE idempotency_keys ("
+	" actor TEXT NOT NULL,"
+	" idem_key TEXT NOT NULL,"
+	" request_sha256 BLOB NOT NULL,"
+	" request_id TEXT NOT NULL,"
+	" status INTEGER,"
+	" answer TEXT,"
+	" created_at INTEGER NOT NULL,"
+	" PRIMARY KEY (actor, idem_key));"
+	"CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);",
 };
 
 #define N_MIGRATIONS	(sizeof(migrations) / sizeof(migrations[0]))

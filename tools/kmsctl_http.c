@@ -346,12 +346,15 @@ setup_request(struct cli_http *h, const char *method, const char *url,
 	return 0;
 }
 
-int
-cli_http_call(struct cli_http *h, const char *method, const char *path,
-    const json_t *body, json_t **answer)
+/* The call itself: `req` is the body text (or NULL), `extra` one more
+ * header line for this request only (or NULL). */
+static int
+http_call(struct cli_http *h, const char *method, const char *path,
+    const char *req, const char *extra, json_t **answer)
 {
 	struct km_buf url = KM_BUF_INIT(CLI_MAX_URL);
-	char *u = NULL, *req = NULL;
+	struct curl_slist *last = NULL, *one = NULL;
+	char *u = NULL;
 	json_t *doc = NULL;
 	json_error_t jerr;
 	CURLcode cc;
@@ -370,10 +373,16 @@ cli_http_call(struct cli_http *h, const char *method, const char *path,
 		r = CLI_USAGE;
 		goto out;
 	}
-	if (body != NULL && (req = json_dumps(body, JSON_COMPACT)) == NULL) {
-		fprintf(stderr, "kmsctl: cannot encode the request\n");
-		r = CLI_USAGE;
-		goto out;
+	if (extra != NULL) {
+		/* Linked after the shared headers for this call only. */
+		if ((one = curl_slist_append(NULL, extra)) == NULL) {
+			fprintf(stderr, "kmsctl: out of memory\n");
+			r = CLI_USAGE;
+			goto out;
+		}
+		for (last = h->headers; last->next != NULL; last = last->next)
+			;
+		last->next = one;
 	}
 	if (setup_request(h, method, u, req, req != NULL ? strlen(req) : 0) != 0) {
 		fprintf(stderr, "kmsctl: cannot set up the HTTP request\n");
@@ -419,12 +428,48 @@ cli_http_call(struct cli_http *h, const char *method, const char *path,
 	    json_object_get(doc, "error"), "code")) : "http_error");
 	r = (status >= 400 && status < 500) ? CLI_FAIL : CLI_UNREACHABLE;
 out:
+	if (last != NULL)
+		last->next = NULL;
+	curl_slist_free_all(one);
 	json_decref(doc);
-	cli_json_str_free(req);
 	free(u);
 	km_buf_free(&url);
 	km_buf_free(&h->resp);
 	return r;
+}
+
+int
+cli_http_call(struct cli_http *h, const char *method, const char *path,
+    const json_t *body, json_t **answer)
+{
+	char *req = NULL;
+	int r;
+
+	*answer = NULL;
+	if (body != NULL && (req = json_dumps(body, JSON_COMPACT)) == NULL) {
+		fprintf(stderr, "kmsctl: cannot encode the request\n");
+		return CLI_USAGE;
+	}
+	r = http_call(h, method, path, req, NULL, answer);
+	cli_json_str_free(req);
+	return r;
+}
+
+int
+cli_http_call_text(struct cli_http *h, const char *method, const char *path,
+    const char *body, const char *idempotency_key, json_t **answer)
+{
+	char line[64 + CLI_MAX_IDEMPOTENCY_KEY];
+
+	*answer = NULL;
+	if (idempotency_key == NULL)
+		return http_call(h, method, path, body, NULL, answer);
+	if (strlen(idempotency_key) > CLI_MAX_IDEMPOTENCY_KEY) {
+		fprintf(stderr, "kmsctl: idempotency key too long\n");
+		return CLI_USAGE;
+	}
+	snprintf(line, sizeof(line), "Idempotency-Key: %s", idempotency_key);
+	return http_call(h, method, path, body, line, answer);
 }
 
 const char *

@@ -44,6 +44,17 @@ void cli_http_free(struct cli_http *h);
 int cli_http_call(struct cli_http *h, const char *method, const char *path,
     const json_t *body, json_t **answer) KM_WUR;
 
+/* The longest Idempotency-Key kmsd accepts (docs/API.md). */
+#define CLI_MAX_IDEMPOTENCY_KEY 128
+
+/* Like cli_http_call, with the body given as text sent byte for byte (or
+ * NULL) and, when `idempotency_key` is not NULL, an Idempotency-Key
+ * header: a repeat of the same body with the same key gets the stored
+ * answer of the first (kmsd docs/API.md). */
+int cli_http_call_text(struct cli_http *h, const char *method,
+    const char *path, const char *body, const char *idempotency_key,
+    json_t **answer) KM_WUR;
+
 /* After a failed cli_http_call: the server's error.code ("http_error"
  * when the answer had none; "" after a transport failure) and the HTTP
  * status (0 when no answer came). After any call: its X-Request-Id. */
