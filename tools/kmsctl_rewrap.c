@@ -29,6 +29,7 @@
 #define RW_PLAIN_EVERY_S	5.0
 #define RW_PROGRESS_TABLE	"kmsctl_rewrap_progress"
 #define RW_FAILURE_TABLE	"kmsctl_rewrap_failures"
+#define RW_INFLIGHT_TABLE	"kmsctl_rewrap_inflight"
 
 static volatile sig_atomic_t rw_stop;
 
@@ -321,42 +322,237 @@ batch_classify(struct cli_http *h, struct rw_keys *ks, struct rw_item *it,
 	return CLI_OK;
 }
 
-/* One batch rewrap request of the items of key `key`. Retries transport
- * failures and 5xx answers with backoff; a 4xx fails the items. */
-static int
-send_key(struct cli_http *h, const char *key, struct rw_item *it, size_t n)
-{
-	json_t *body = NULL, *batch, *ans = NULL, *res, *one;
-	char *path = NULL;
-	size_t i, j, *idx = NULL, m = 0;
-	int r = CLI_USAGE, attempt;
+/* ---- the plan of a batch ----
+ * Before the first request of a batch is sent, its plan is made durable
+ * with the checkpoint state: every item's row and state, and per key the
+ * request's Idempotency-Key and exact body. A run killed after kmsd
+ * answered but before the checkpoint sends the same requests again on
+ * resume and gets kmsd's stored answers: nothing is rewrapped twice. */
 
-	if ((idx = calloc(n, sizeof(*idx))) == NULL ||
-	    (batch = json_array()) == NULL)
-		goto nomem;
-	if ((body = json_pack("{s:o}", "batch", batch)) == NULL)
-		goto nomem;
+static const char *const item_st_names[] = {
+	[IT_SEND] = "send", [IT_SKIP] = "skip", [IT_OK] = "ok",
+	[IT_FAIL] = "fail", [IT_NULL] = "null",
+};
+
+/* This process's run id: the first part of every idempotency key. */
+static int
+run_id(char out[33])
+{
+	static char id[33];
+	unsigned char r[16];
+	size_t i;
+
+	if (id[0] == '\0') {
+		if (km_random(r, sizeof(r)) != KM_OK) {
+			fprintf(stderr, "kmsctl: no random bytes for a run id\n");
+			return CLI_USAGE;
+		}
+		for (i = 0; i < sizeof(r); i++)
+			snprintf(id + 2 * i, 3, "%02x", r[i]);
+	}
+	memcpy(out, id, sizeof(id));
+	return CLI_OK;
+}
+
+/* The request of the IT_SEND items of key `key`: {"idem", "key", "body",
+ * "idx"}, or NULL when out of memory. */
+static json_t *
+plan_request(const char *run, uint64_t seq, size_t nreq, const char *key,
+    const struct rw_item *it, size_t n)
+{
+	json_t *batch = json_array(), *idx = json_array(), *body = NULL;
+	json_t *one, *req = NULL;
+	char idem[CLI_MAX_IDEMPOTENCY_KEY + 1], *text = NULL;
+	size_t i;
+
+	if (batch == NULL || idx == NULL)
+		goto out;
 	for (i = 0; i < n; i++) {
 		if (it[i].st != IT_SEND || strcmp(it[i].key, key) != 0)
 			continue;
 		one = json_pack("{s:s}", "ciphertext", it[i].old);
 		if (one == NULL || (it[i].context != NULL &&
 		    json_object_set(one, "context", it[i].context) != 0) ||
-		    json_array_append_new(batch, one) != 0) {
+		    json_array_append_new(batch, one) != 0 ||
+		    json_array_append_new(idx, json_integer((json_int_t)i)) != 0) {
 			json_decref(one);
-			goto nomem;
+			goto out;
 		}
-		idx[m++] = i;
 	}
-	if (m == 0) {
-		r = CLI_OK;
+	if ((body = json_pack("{s:O}", "batch", batch)) == NULL ||
+	    (text = json_dumps(body, JSON_COMPACT)) == NULL)
 		goto out;
+	snprintf(idem, sizeof(idem), "rw-%s-%" PRIu64 "-%zu", run, seq, nreq);
+	req = json_pack("{s:s, s:s, s:s, s:O}", "idem", idem, "key", key, "body",
+	    text, "idx", idx);
+out:
+	free(text);
+	json_decref(body);
+	json_decref(batch);
+	json_decref(idx);
+	return req;
+}
+
+/* The plan of classified items it[0..n): {"items": [{row, st, key?, code?,
+ * msg?}], "requests": [...]}. */
+static int
+plan_build(const struct rw_item *it, size_t n, json_t **out)
+{
+	static uint64_t seq;
+	json_t *plan = NULL, *items, *reqs, *o, *req;
+	char run[33];
+	size_t i, j, nreq = 0;
+	int seen;
+
+	*out = NULL;
+	if (run_id(run) != CLI_OK)
+		return CLI_USAGE;
+	if ((plan = json_pack("{s:[], s:[]}", "items", "requests")) == NULL)
+		goto nomem;
+	items = json_object_get(plan, "items");
+	reqs = json_object_get(plan, "requests");
+	for (i = 0; i < n; i++) {
+		o = json_pack("{s:I, s:s}", "row", (json_int_t)it[i].row, "st",
+		    item_st_names[it[i].st]);
+		if (o == NULL || (it[i].key != NULL && json_object_set_new(o,
+		    "key", json_string(it[i].key)) != 0) || (it[i].st == IT_FAIL &&
+		    (json_object_set_new(o, "code", json_string(it[i].code)) != 0 ||
+		    json_object_set_new(o, "msg", json_string(it[i].msg)) != 0)) ||
+		    json_array_append_new(items, o) != 0)
+			goto nomem;
+	}
+	for (i = 0; i < n; i++) {
+		if (it[i].st != IT_SEND)
+			continue;
+		for (seen = 0, j = 0; j < i && !seen; j++)
+			seen = it[j].st == IT_SEND && strcmp(it[j].key, it[i].key) == 0;
+		if (seen)
+			continue;
+		if ((req = plan_request(run, seq, nreq++, it[i].key, it, n)) ==
+		    NULL || json_array_append_new(reqs, req) != 0)
+			goto nomem;
+	}
+	seq++;
+	*out = plan;
+	return CLI_OK;
+nomem:
+	json_decref(plan);
+	fprintf(stderr, "kmsctl: out of memory\n");
+	return CLI_USAGE;
+}
+
+static int
+item_st_parse(const char *name)
+{
+	size_t i;
+
+	for (i = 0; name != NULL && i < sizeof(item_st_names) /
+	    sizeof(item_st_names[0]); i++)
+		if (item_st_names[i] != NULL && strcmp(item_st_names[i], name) == 0)
+			return (int)i;
+	return -1;
+}
+
+/* Rebuilds it[0..*n) from a stored plan: rows, states, keys (borrowed from
+ * the plan) and, for the items to send, the blobs as the requests carry
+ * them. Counts the skipped items into st. */
+static int
+plan_items(json_t *plan, struct rw_item *it, size_t cap, size_t *n,
+    struct rw_stats *st)
+{
+	json_t *items = json_object_get(plan, "items"), *o, *req, *body, *idx;
+	size_t i, j;
+	int s;
+
+	*n = json_array_size(items);
+	if (*n == 0 || *n > cap)
+		goto bad;
+	json_array_foreach(items, i, o) {
+		item_clear(&it[i]);
+		it[i].row = (int64_t)json_integer_value(json_object_get(o, "row"));
+		if ((s = item_st_parse(json_string_value(json_object_get(o,
+		    "st")))) < 0 || s == IT_OK)
+			goto bad;
+		it[i].st = s;
+		it[i].key = json_string_value(json_object_get(o, "key"));
+		if (s == IT_SKIP)
+			st->skipped++;
+		if (s == IT_FAIL)
+			item_fail(&it[i], json_string_value(json_object_get(o,
+			    "code")) ? json_string_value(json_object_get(o, "code")) :
+			    "error", json_string_value(json_object_get(o, "msg")));
+		if (s == IT_SEND && it[i].key == NULL)
+			goto bad;
+	}
+	json_array_foreach(json_object_get(plan, "requests"), i, req) {
+		idx = json_object_get(req, "idx");
+		body = json_loads(json_string_value(json_object_get(req, "body")) ?
+		    json_string_value(json_object_get(req, "body")) : "", 0, NULL);
+		if (json_array_size(json_object_get(body, "batch")) !=
+		    json_array_size(idx)) {
+			json_decref(body);
+			goto bad;
+		}
+		for (j = 0; j < json_array_size(idx); j++) {
+			json_int_t k = json_integer_value(json_array_get(idx, j));
+			const char *ct = json_string_value(json_object_get(
+			    json_array_get(json_object_get(body, "batch"), j),
+			    "ciphertext"));
+
+			if (k < 0 || (size_t)k >= *n || it[k].st != IT_SEND ||
+			    ct == NULL || it[k].old != NULL ||
+			    (it[k].old = strdup(ct)) == NULL) {
+				json_decref(body);
+				goto bad;
+			}
+		}
+		json_decref(body);
+	}
+	return CLI_OK;
+bad:
+	fprintf(stderr, "kmsctl: the stored in-flight batch is damaged; "
+	    "remove it to go on (docs/KMSCTL.md)\n");
+	return CLI_USAGE;
+}
+
+/* A test hook, inert unless KMSCTL_TEST_KILL_AFTER_ANSWER=N is set: the
+ * process kills itself with SIGKILL right after the N-th rewrap answer,
+ * before that batch's checkpoint (tests/integration/test_rewrap.c). */
+static void
+test_kill_after_answer(void)
+{
+	static long answers;
+	const char *e = getenv("KMSCTL_TEST_KILL_AFTER_ANSWER");
+
+	if (e != NULL && ++answers == strtol(e, NULL, 10))
+		(void)raise(SIGKILL);
+}
+
+/* Sends one planned request; retries transport failures, 5xx answers and
+ * a 409 idempotency_key_in_progress (the same request, from a killed run,
+ * still running in kmsd) with backoff; a 4xx fails the items. */
+static int
+send_request(struct cli_http *h, json_t *req, struct rw_item *it, size_t n)
+{
+	json_t *ans = NULL, *res, *one, *idx = json_object_get(req, "idx");
+	const char *key = json_string_value(json_object_get(req, "key"));
+	const char *body = json_string_value(json_object_get(req, "body"));
+	const char *idem = json_string_value(json_object_get(req, "idem"));
+	char *path = NULL;
+	size_t j, m = json_array_size(idx);
+	int r, attempt;
+
+	if (key == NULL || body == NULL || idem == NULL) {
+		fprintf(stderr, "kmsctl: a planned request is incomplete\n");
+		return CLI_USAGE;
 	}
 	if ((r = cli_http_path(h, "/v1/keys/", key, "/rewrap", &path)) != CLI_OK)
 		goto out;
 	for (attempt = 0;; attempt++) {
-		r = cli_http_call(h, "POST", path, body, &ans);
-		if (r != CLI_UNREACHABLE || attempt + 1 >= RW_RETRIES || rw_stop)
+		r = cli_http_call_text(h, "POST", path, body, idem, &ans);
+		if (!(r == CLI_UNREACHABLE || (r == CLI_FAIL && strcmp(
+		    cli_http_last_code(h), "idempotency_key_in_progress") == 0)) ||
+		    attempt + 1 >= RW_RETRIES || rw_stop)
 			break;
 		fprintf(stderr, "kmsctl: rewrap: retrying in %d s\n", 1 << attempt);
 		sleep(1u << attempt);
@@ -364,13 +560,14 @@ send_key(struct cli_http *h, const char *key, struct rw_item *it, size_t n)
 	if (r == CLI_FAIL) {
 		/* The request as a whole was refused (403, 404, 429 ...). */
 		for (j = 0; j < m; j++)
-			item_fail(&it[idx[j]], cli_http_last_code(h),
-			    "the batch was refused");
+			item_fail(&it[json_integer_value(json_array_get(idx, j))],
+			    cli_http_last_code(h), "the batch was refused");
 		r = CLI_OK;
 		goto out;
 	}
 	if (r != CLI_OK)
 		goto out;
+	test_kill_after_answer();
 	res = json_object_get(ans, "results");
 	if (json_array_size(res) != m) {
 		fprintf(stderr, "kmsctl: rewrap: %zu results for %zu items\n",
@@ -379,10 +576,16 @@ send_key(struct cli_http *h, const char *key, struct rw_item *it, size_t n)
 		goto out;
 	}
 	for (j = 0; j < m; j++) {
-		struct rw_item *x = &it[idx[j]];
+		json_int_t k = json_integer_value(json_array_get(idx, j));
+		struct rw_item *x;
 		json_t *e;
 		const char *ct;
 
+		if (k < 0 || (size_t)k >= n) {
+			r = CLI_USAGE;
+			goto out;
+		}
+		x = &it[k];
 		one = json_array_get(res, j);
 		if ((e = json_object_get(one, "error")) != NULL) {
 			item_fail(x, json_string_value(json_object_get(e, "code")) ?
@@ -398,35 +601,23 @@ send_key(struct cli_http *h, const char *key, struct rw_item *it, size_t n)
 		x->st = IT_OK;
 	}
 	r = CLI_OK;
-	goto out;
-nomem:
-	fprintf(stderr, "kmsctl: out of memory\n");
-	r = CLI_USAGE;
 out:
-	free(idx);
 	free(path);
-	json_decref(body);
 	json_decref(ans);
 	return r;
 }
 
-/* Sends every IT_SEND item, one request per key. */
+/* Sends every request of the plan. */
 static int
-batch_send(struct cli_http *h, struct rw_item *it, size_t n)
+plan_send(struct cli_http *h, json_t *plan, struct rw_item *it, size_t n)
 {
-	size_t i, j;
-	int r, seen;
+	json_t *req;
+	size_t i;
+	int r;
 
-	for (i = 0; i < n; i++) {
-		if (it[i].st != IT_SEND)
-			continue;
-		for (seen = 0, j = 0; j < i && !seen; j++)
-			seen = it[j].key != NULL && it[j].key == it[i].key;
-		if (seen)
-			continue;
-		if ((r = send_key(h, it[i].key, it, n)) != CLI_OK)
+	json_array_foreach(json_object_get(plan, "requests"), i, req)
+		if ((r = send_request(h, req, it, n)) != CLI_OK)
 			return r;
-	}
 	return CLI_OK;
 }
 
@@ -457,6 +648,7 @@ quote_ident(const char *s)
 struct sq {
 	sqlite3 *db;
 	sqlite3_stmt *sel, *upd, *prog_get, *prog_put, *fail_put, *fail_del;
+	sqlite3_stmt *inf_get, *inf_put, *inf_del;
 	sqlite3_stmt *count, *count_done, *scan;
 	char *tq, *cq, *kq;
 	char **ctxq;
@@ -482,6 +674,9 @@ sq_close(struct sq *q)
 	(void)sqlite3_finalize(q->prog_put);
 	(void)sqlite3_finalize(q->fail_put);
 	(void)sqlite3_finalize(q->fail_del);
+	(void)sqlite3_finalize(q->inf_get);
+	(void)sqlite3_finalize(q->inf_put);
+	(void)sqlite3_finalize(q->inf_del);
 	(void)sqlite3_finalize(q->count);
 	(void)sqlite3_finalize(q->count_done);
 	(void)sqlite3_finalize(q->scan);
@@ -598,7 +793,10 @@ sq_open(struct sq *q, const struct rw_opts *o)
 	    (r = sq_exec(q, "CREATE TABLE IF NOT EXISTS " RW_FAILURE_TABLE " ("
 	    "tbl TEXT NOT NULL, col TEXT NOT NULL, row INTEGER NOT NULL,"
 	    " key TEXT, code TEXT, message TEXT, at TEXT,"
-	    " PRIMARY KEY (tbl, col, row))")) != CLI_OK)
+	    " PRIMARY KEY (tbl, col, row))")) != CLI_OK ||
+	    (r = sq_exec(q, "CREATE TABLE IF NOT EXISTS " RW_INFLIGHT_TABLE " ("
+	    "tbl TEXT NOT NULL, col TEXT NOT NULL, plan TEXT NOT NULL,"
+	    " PRIMARY KEY (tbl, col))")) != CLI_OK)
 		goto out;
 	if ((r = sq_prepare(q, "SELECT last_rowid, rewrapped, skipped, failed,"
 	    " changed, done FROM " RW_PROGRESS_TABLE " WHERE tbl = ?1 AND "
@@ -615,7 +813,13 @@ sq_open(struct sq *q, const struct rw_opts *o)
 	    " ?5, ?6, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))",
 	    &q->fail_put)) != CLI_OK ||
 	    (r = sq_prepare(q, "DELETE FROM " RW_FAILURE_TABLE " WHERE tbl = ?1"
-	    " AND col = ?2 AND (?3 IS NULL OR row = ?3)", &q->fail_del)) != CLI_OK)
+	    " AND col = ?2 AND (?3 IS NULL OR row = ?3)", &q->fail_del)) != CLI_OK ||
+	    (r = sq_prepare(q, "SELECT plan FROM " RW_INFLIGHT_TABLE
+	    " WHERE tbl = ?1 AND col = ?2", &q->inf_get)) != CLI_OK ||
+	    (r = sq_prepare(q, "INSERT OR REPLACE INTO " RW_INFLIGHT_TABLE
+	    " (tbl, col, plan) VALUES (?1, ?2, ?3)", &q->inf_put)) != CLI_OK ||
+	    (r = sq_prepare(q, "DELETE FROM " RW_INFLIGHT_TABLE " WHERE tbl = ?1"
+	    " AND col = ?2", &q->inf_del)) != CLI_OK)
 		goto out;
 	r = CLI_OK;
 	goto out;
@@ -682,6 +886,57 @@ sq_progress_put(struct sq *q, const struct rw_opts *o,
 		return sq_err(q, "writing the checkpoint");
 	(void)sqlite3_reset(s);
 	return CLI_OK;
+}
+
+/* The plan of the batch in flight, or *plan NULL when there is none. */
+static int
+sq_inflight_get(struct sq *q, const struct rw_opts *o, json_t **plan)
+{
+	const unsigned char *t;
+	int rc;
+
+	*plan = NULL;
+	(void)sqlite3_reset(q->inf_get);
+	if (sqlite3_bind_text(q->inf_get, 1, o->table, -1, SQLITE_STATIC) !=
+	    SQLITE_OK || sqlite3_bind_text(q->inf_get, 2, o->column, -1,
+	    SQLITE_STATIC) != SQLITE_OK)
+		return sq_err(q, "reading the in-flight batch");
+	rc = sqlite3_step(q->inf_get);
+	if (rc == SQLITE_ROW && (t = sqlite3_column_text(q->inf_get, 0)) != NULL &&
+	    (*plan = json_loads((const char *)t, 0, NULL)) == NULL) {
+		(void)sqlite3_reset(q->inf_get);
+		fprintf(stderr, "kmsctl: %s: the in-flight batch is not JSON\n",
+		    RW_INFLIGHT_TABLE);
+		return CLI_USAGE;
+	}
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return sq_err(q, "reading the in-flight batch");
+	(void)sqlite3_reset(q->inf_get);
+	return CLI_OK;
+}
+
+/* Stores `plan` (commits at once: it must be durable before the first
+ * request goes out), or deletes the stored one when plan is NULL. */
+static int
+sq_inflight_put(struct sq *q, const struct rw_opts *o, const json_t *plan)
+{
+	sqlite3_stmt *s = plan != NULL ? q->inf_put : q->inf_del;
+	char *text = NULL;
+	int r = CLI_OK;
+
+	if (plan != NULL && (text = json_dumps(plan, JSON_COMPACT)) == NULL) {
+		fprintf(stderr, "kmsctl: out of memory\n");
+		return CLI_USAGE;
+	}
+	(void)sqlite3_reset(s);
+	if (sqlite3_bind_text(s, 1, o->table, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_bind_text(s, 2, o->column, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    (text != NULL && sqlite3_bind_text(s, 3, text, -1, SQLITE_STATIC) !=
+	    SQLITE_OK) || sqlite3_step(s) != SQLITE_DONE)
+		r = sq_err(q, "writing the in-flight batch");
+	(void)sqlite3_reset(s);
+	free(text);
+	return r;
 }
 
 static int
@@ -804,7 +1059,8 @@ sq_commit(struct sq *q, const struct rw_opts *o, struct rw_item *it, size_t n,
 		if (it[i].row > c->last_rowid)
 			c->last_rowid = it[i].row;
 	}
-	if ((r = sq_progress_put(q, o, c, 0)) != CLI_OK)
+	if ((r = sq_progress_put(q, o, c, 0)) != CLI_OK ||
+	    (r = sq_inflight_put(q, o, NULL)) != CLI_OK)
 		goto out;
 	r = sq_exec(q, "COMMIT");
 out:
@@ -880,6 +1136,7 @@ run_sqlite(struct cli_http *h, const struct rw_opts *o, struct rw_stats *st)
 	struct rw_item *it = NULL;
 	struct checkpoint c;
 	struct progress p;
+	json_t *plan = NULL;
 	char **names = NULL;
 	uint64_t done_before = 0;
 	size_t n = 0, i;
@@ -903,6 +1160,8 @@ run_sqlite(struct cli_http *h, const struct rw_opts *o, struct rw_stats *st)
 		    " rewrapped, %" PRIu64 " skipped, %" PRIu64 " failed so far)\n",
 		    o->label, o->table, o->column, (long long)c.last_rowid,
 		    c.rewrapped, c.skipped, c.failed);
+		if ((r = sq_inflight_get(&q, o, &plan)) != CLI_OK)
+			goto out;
 	} else {
 		/* A fresh pass: earlier failures are retried. */
 		memset(&c, 0, sizeof(c));
@@ -915,27 +1174,43 @@ run_sqlite(struct cli_http *h, const struct rw_opts *o, struct rw_stats *st)
 			goto out;
 		}
 		(void)sqlite3_reset(q.fail_del);
-		if ((r = sq_progress_put(&q, o, &c, 1)) != CLI_OK)
+		if ((r = sq_progress_put(&q, o, &c, 1)) != CLI_OK ||
+		    (r = sq_inflight_put(&q, o, NULL)) != CLI_OK)
 			goto out;
 	}
-	if ((it = calloc(o->batch, sizeof(*it))) == NULL ||
-	    (names = calloc(o->batch, sizeof(*names))) == NULL) {
+	/* Room for a stored batch made with a larger --batch. */
+	if ((it = calloc(RW_MAX_BATCH, sizeof(*it))) == NULL ||
+	    (names = calloc(RW_MAX_BATCH, sizeof(*names))) == NULL) {
 		fprintf(stderr, "kmsctl: out of memory\n");
 		r = CLI_USAGE;
 		goto out;
 	}
 	progress_init(&p, o->progress, o->label, done_before);
 	while (!rw_stop) {
-		if ((r = sq_read(&q, o, c.last_rowid, o->batch, it, names, &n)) !=
-		    CLI_OK)
-			goto out;
-		if (n == 0)
-			break;
-		if ((r = batch_classify(h, &ks, it, n, (const char *const *)names,
-		    st)) != CLI_OK ||
-		    (r = batch_send(h, it, n)) != CLI_OK ||
+		if (plan != NULL) {
+			fprintf(stderr, "%s: sending the batch in flight again with "
+			    "its idempotency keys\n", o->label);
+			if ((r = plan_items(plan, it, RW_MAX_BATCH, &n, st)) != CLI_OK)
+				goto out;
+		} else {
+			if ((r = sq_read(&q, o, c.last_rowid, o->batch, it, names,
+			    &n)) != CLI_OK)
+				goto out;
+			if (n == 0)
+				break;
+			if ((r = batch_classify(h, &ks, it, n,
+			    (const char *const *)names, st)) != CLI_OK ||
+			    (r = plan_build(it, n, &plan)) != CLI_OK)
+				goto out;
+			if (json_array_size(json_object_get(plan, "requests")) > 0 &&
+			    (r = sq_inflight_put(&q, o, plan)) != CLI_OK)
+				goto out;
+		}
+		if ((r = plan_send(h, plan, it, n)) != CLI_OK ||
 		    (r = sq_commit(&q, o, it, n, &c, st)) != CLI_OK)
 			goto out;
+		json_decref(plan);
+		plan = NULL;
 		st->rows += n;
 		for (i = 0; i < n; i++) {
 			item_clear(&it[i]);
@@ -965,6 +1240,7 @@ out:
 	}
 	free(it);
 	free(names);
+	json_decref(plan);
 	keys_free(&ks);
 	sq_close(&q);
 	return r;
@@ -976,6 +1252,7 @@ struct jl_progress {
 	long long in_off, out_bytes, lines;
 	uint64_t rewrapped, skipped, failed;
 	int done, exists;
+	json_t *inflight;	/* the plan of the batch in flight, or NULL */
 };
 
 static int
@@ -994,6 +1271,8 @@ jl_progress_read(const char *path, struct jl_progress *p)
 	p->skipped = (uint64_t)json_integer_value(json_object_get(j, "skipped"));
 	p->failed = (uint64_t)json_integer_value(json_object_get(j, "failed"));
 	p->done = json_is_true(json_object_get(j, "done"));
+	if (json_is_object(json_object_get(j, "inflight")))
+		p->inflight = json_incref(json_object_get(j, "inflight"));
 	json_decref(j);
 	return CLI_OK;
 }
@@ -1015,6 +1294,11 @@ jl_progress_write(const char *path, const struct jl_progress *p)
 	    "lines", (json_int_t)p->lines, "rewrapped", (json_int_t)p->rewrapped,
 	    "skipped", (json_int_t)p->skipped, "failed", (json_int_t)p->failed,
 	    "done", p->done);
+	if (j != NULL && p->inflight != NULL &&
+	    json_object_set(j, "inflight", p->inflight) != 0) {
+		json_decref(j);
+		j = NULL;
+	}
 	if (j == NULL || (f = fopen(tmp, "w")) == NULL) {
 		json_decref(j);
 		fprintf(stderr, "kmsctl: cannot write %s: %s\n", tmp, strerror(errno));
@@ -1080,12 +1364,12 @@ run_jsonl(struct cli_http *h, const struct rw_opts *o, struct rw_stats *st)
 {
 	struct rw_keys ks = { 0 };
 	struct rw_item *it = NULL;
-	struct jl_progress jp;
+	struct jl_progress jp = { 0 }, before;
 	struct progress p;
-	json_t **objs = NULL;
+	json_t **objs = NULL, *plan = NULL;
 	char **names = NULL, **raws = NULL, *line = NULL, outp[PATH_MAX];
 	char progp[PATH_MAX];
-	size_t cap = 0, len, n = 0, i, *raw_lens = NULL;
+	size_t cap = 0, len, n = 0, i, want, *raw_lens = NULL;
 	long long consumed;
 	FILE *in = NULL, *out = NULL;
 	int r = CLI_USAGE, fd;
@@ -1118,6 +1402,8 @@ run_jsonl(struct cli_http *h, const struct rw_opts *o, struct rw_stats *st)
 		fprintf(stderr, "%s: resuming %s at line %lld (%" PRIu64
 		    " rewrapped so far)\n", o->label, o->jsonl, jp.lines,
 		    jp.rewrapped);
+		plan = jp.inflight;
+		jp.inflight = NULL;
 		/* Whatever was written after the checkpoint is written again. */
 		if ((fd = open(outp, O_WRONLY | O_CLOEXEC)) < 0 ||
 		    ftruncate(fd, (off_t)jp.out_bytes) != 0 || close(fd) != 0 ||
@@ -1128,6 +1414,7 @@ run_jsonl(struct cli_http *h, const struct rw_opts *o, struct rw_stats *st)
 		}
 		out = fopen(outp, "a");
 	} else {
+		json_decref(jp.inflight);
 		memset(&jp, 0, sizeof(jp));
 		out = fopen(outp, "w");
 	}
@@ -1135,11 +1422,12 @@ run_jsonl(struct cli_http *h, const struct rw_opts *o, struct rw_stats *st)
 		fprintf(stderr, "kmsctl: cannot write %s: %s\n", outp, strerror(errno));
 		goto out;
 	}
-	if ((it = calloc(o->batch, sizeof(*it))) == NULL ||
-	    (names = calloc(o->batch, sizeof(*names))) == NULL ||
-	    (raws = calloc(o->batch, sizeof(*raws))) == NULL ||
-	    (raw_lens = calloc(o->batch, sizeof(*raw_lens))) == NULL ||
-	    (objs = calloc(o->batch, sizeof(*objs))) == NULL) {
+	/* Room for a stored batch made with a larger --batch. */
+	if ((it = calloc(RW_MAX_BATCH, sizeof(*it))) == NULL ||
+	    (names = calloc(RW_MAX_BATCH, sizeof(*names))) == NULL ||
+	    (raws = calloc(RW_MAX_BATCH, sizeof(*raws))) == NULL ||
+	    (raw_lens = calloc(RW_MAX_BATCH, sizeof(*raw_lens))) == NULL ||
+	    (objs = calloc(RW_MAX_BATCH, sizeof(*objs))) == NULL) {
 		fprintf(stderr, "kmsctl: out of memory\n");
 		goto out;
 	}
@@ -1147,7 +1435,19 @@ run_jsonl(struct cli_http *h, const struct rw_opts *o, struct rw_stats *st)
 	for (;;) {
 		if (rw_stop)
 			break;
-		for (n = 0; n < o->batch; n++) {
+		/* The batch in flight is read again line for line. */
+		want = o->batch;
+		if (plan != NULL) {
+			want = json_array_size(json_object_get(plan, "items"));
+			if (want == 0 || want > RW_MAX_BATCH) {
+				fprintf(stderr, "kmsctl: %s: the batch in flight is "
+				    "damaged\n", progp);
+				r = CLI_USAGE;
+				goto out;
+			}
+		}
+		before = jp;
+		for (n = 0; n < want; n++) {
 			const char *ct, *key;
 
 			if (!jl_getline(in, &line, &cap, &len, &consumed))
@@ -1177,8 +1477,30 @@ run_jsonl(struct cli_http *h, const struct rw_opts *o, struct rw_stats *st)
 		}
 		if (n == 0)
 			break;
-		if ((r = batch_classify(h, &ks, it, n, (const char *const *)names,
-		    st)) != CLI_OK || (r = batch_send(h, it, n)) != CLI_OK)
+		if (plan != NULL) {
+			fprintf(stderr, "%s: sending the batch in flight again with "
+			    "its idempotency keys\n", o->label);
+			if (n != want) {
+				fprintf(stderr, "kmsctl: %s is shorter than when the "
+				    "batch in flight was read\n", o->jsonl);
+				r = CLI_USAGE;
+				goto out;
+			}
+			if ((r = plan_items(plan, it, RW_MAX_BATCH, &n, st)) != CLI_OK)
+				goto out;
+		} else {
+			if ((r = batch_classify(h, &ks, it, n,
+			    (const char *const *)names, st)) != CLI_OK ||
+			    (r = plan_build(it, n, &plan)) != CLI_OK)
+				goto out;
+			/* Durable before the first request: the checkpoint as
+			 * before this batch, with its plan. */
+			before.inflight = plan;
+			if (json_array_size(json_object_get(plan, "requests")) > 0 &&
+			    (r = jl_progress_write(progp, &before)) != CLI_OK)
+				goto out;
+		}
+		if ((r = plan_send(h, plan, it, n)) != CLI_OK)
 			goto out;
 		r = CLI_USAGE;
 		for (i = 0; i < n; i++) {
@@ -1209,6 +1531,8 @@ run_jsonl(struct cli_http *h, const struct rw_opts *o, struct rw_stats *st)
 		jp.lines += (long long)n;
 		if ((r = jl_progress_write(progp, &jp)) != CLI_OK)
 			goto out;
+		json_decref(plan);
+		plan = NULL;
 		st->rows += n;
 		for (i = 0; i < n; i++) {
 			item_clear(&it[i]);
@@ -1286,7 +1610,7 @@ nomem:
 	fprintf(stderr, "kmsctl: out of memory\n");
 	r = CLI_USAGE;
 out:
-	for (i = 0; it != NULL && i < o->batch; i++) {
+	for (i = 0; it != NULL && i < RW_MAX_BATCH; i++) {
 		item_clear(&it[i]);
 		if (names != NULL)
 			free(names[i]);
@@ -1300,6 +1624,8 @@ out:
 	free(raws);
 	free(raw_lens);
 	free(objs);
+	json_decref(plan);
+	json_decref(jp.inflight);
 	free(line);
 	if (in != NULL)
 		fclose(in);

@@ -1,10 +1,13 @@
 /* Bulk rewrap against a live kmsd of its own: 200,000 DEKs in an SQLite
  * table are moved to a new key version by `kmsctl rewrap`, which is
- * stopped with SIGTERM, killed with SIGKILL and resumed; the audit log
- * proves nothing was rewrapped twice except the one batch in flight at
- * the kill, the final count of blobs not at the primary is 0, and every
- * DEK still unwraps to its bytes. A JSON-lines run is killed and resumed
- * the same way. KMS_TEST_REWRAP_N changes the number of DEKs. */
+ * stopped with SIGTERM, killed with SIGKILL at a random point and killed
+ * again right after kmsd answered a batch (kmsctl's test hook), and
+ * resumed; the audit log proves every DEK was rewrapped by the token
+ * exactly once, the batch in flight at a kill answered again from kmsd's
+ * stored answer (a replay record), the final count of blobs not at the
+ * primary is 0, and every DEK still unwraps to its bytes. A JSON-lines
+ * run is killed and resumed the same way. KMS_TEST_REWRAP_N changes the
+ * number of DEKs (at least 3000). */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -43,7 +46,8 @@ now_s(void)
 /* Starts kmsctl with `args` (NULL-terminated), stdout and stderr appended
  * to <data dir>/<log>; returns its pid. */
 static pid_t
-kmsctl_start(const char *log, const char *const *args)
+kmsctl_start_env(const char *log, const char *const *args,
+    const char *kill_after)
 {
 	char path[4300];
 	const char *argv[40];
@@ -63,8 +67,16 @@ kmsctl_start(const char *log, const char *const *args)
 		dup2(fd, 2);
 	}
 	setenv("KMS_ADDR", ith_base_url(), 1);
+	if (kill_after != NULL)
+		setenv("KMSCTL_TEST_KILL_AFTER_ANSWER", kill_after, 1);
 	execv(kmsctl, (char *const *)argv);
 	_exit(127);
+}
+
+static pid_t
+kmsctl_start(const char *log, const char *const *args)
+{
+	return kmsctl_start_env(log, args, NULL);
 }
 
 static int
@@ -226,7 +238,7 @@ wait_checkpoint(pid_t pid, long long row)
 	return last;
 }
 
-static long long term_at, kill_at;	/* checkpoints after each stop */
+static long long term_at, kill_at, hook_at; /* checkpoints after each stop */
 
 static void
 test_stop_kill_resume(void)
@@ -266,7 +278,21 @@ test_stop_kill_resume(void)
 	    "LIKE 'kms:v2:%'"), kill_at);
 	sqlite3_close(db);
 
-	/* 3. Resume to the end; verification count 0, exit 0. */
+	/* 3. Killed right after kmsd answered its third request, before the
+	 * checkpoint: the batch stays in flight, its rows unchanged. */
+	pid = kmsctl_start_env("rewrap-3k.log", args, "3");
+	rc = kmsctl_wait(pid);
+	CU_ASSERT_EQUAL(rc, 128 + SIGKILL);
+	db = db_open();
+	hook_at = db_int(db, "SELECT last_rowid FROM kmsctl_rewrap_progress");
+	CU_ASSERT(hook_at > kill_at);
+	CU_ASSERT_EQUAL(db_int(db, "SELECT count(*) FROM kmsctl_rewrap_inflight"),
+	    1);
+	CU_ASSERT_EQUAL(db_int(db, "SELECT count(*) FROM deks WHERE wrapped "
+	    "LIKE 'kms:v2:%'"), hook_at);
+	sqlite3_close(db);
+
+	/* 4. Resume to the end; verification count 0, exit 0. */
 	t1 = now_s();
 	pid = kmsctl_start("rewrap-3.log", args);
 	rc = kmsctl_wait(pid);
@@ -274,13 +300,16 @@ test_stop_kill_resume(void)
 	if (rc != 0)
 		print_log("rewrap-3.log");
 	fprintf(stderr, "\n  stopped at row %lld (SIGTERM), killed at row %lld "
-	    "(SIGKILL); last run %.1f s; whole rewrap %.1f s\n", term_at, kill_at,
-	    now_s() - t1, now_s() - t0);
+	    "(SIGKILL) and at row %lld (after an answer); last run %.1f s; whole "
+	    "rewrap %.1f s\n", term_at, kill_at, hook_at, now_s() - t1,
+	    now_s() - t0);
 	db = db_open();
 	CU_ASSERT_EQUAL(db_int(db, "SELECT count(*) FROM deks WHERE wrapped "
 	    "NOT LIKE 'kms:v2:%'"), 0);
 	CU_ASSERT_EQUAL(db_int(db, "SELECT done FROM kmsctl_rewrap_progress"), 1);
 	CU_ASSERT_EQUAL(db_int(db, "SELECT count(*) FROM kmsctl_rewrap_failures"),
+	    0);
+	CU_ASSERT_EQUAL(db_int(db, "SELECT count(*) FROM kmsctl_rewrap_inflight"),
 	    0);
 	sqlite3_close(db);
 	/* A second run finds nothing to do. */
@@ -288,18 +317,29 @@ test_stop_kill_resume(void)
 	CU_ASSERT_EQUAL(kmsctl_wait(pid), 0);
 }
 
-/* Reads every rewrap record of KEY from the audit log and counts, per
- * DEK (its doc context), how often it was rewrapped. */
-static void
-test_audit_proves_once(void)
-{
-	unsigned char *seen = calloc(n_deks + 1, 1);
-	json_t *ans, *recs, *rec, *items, *it;
-	long long from = 0, total = 0, twice = 0, lo = -1, hi = -1;
-	char path[256];
-	size_t i, j, k;
-	double t0 = now_s();
+/* What the audit log says about the rewraps of the DEKs whose doc
+ * context is <prefix><k>, k in first..first + n - 1. */
+struct audit_count {
+	long long total;	/* items rewrapped by the token */
+	long long twice;	/* DEKs rewrapped more than once */
+	long long missing;	/* DEKs never rewrapped */
+	long long replays;	/* replay records (stored answers sent again) */
+	long long orphans;	/* replays of no rewrap record */
+	long long bad_replays;	/* replays that are not ok or carry items */
+};
 
+static void
+audit_count(char prefix, size_t first, size_t n, struct audit_count *c)
+{
+	unsigned char *seen = calloc(n, 1);
+	json_t *ans, *recs, *rec, *items, *it, *ids = json_object(), *replayed;
+	long long from = 0;
+	char path[256];
+	const char *rid;
+	size_t i, j, k;
+
+	memset(c, 0, sizeof(*c));
+	replayed = json_array();
 	CU_ASSERT_PTR_NOT_NULL_FATAL(seen);
 	for (;;) {
 		snprintf(path, sizeof(path), "/v1/audit/records?op=rewrap&key=" KEY
@@ -308,24 +348,33 @@ test_audit_proves_once(void)
 		CU_ASSERT_PTR_NOT_NULL_FATAL(ans);
 		recs = json_object_get(ans, "records");
 		json_array_foreach(recs, i, rec) {
+			rid = json_string_value(json_object_get(rec, "request_id"));
+			if (json_is_true(json_object_get(rec, "replay"))) {
+				c->replays++;
+				json_array_append(replayed, json_object_get(rec,
+				    "replay_of"));
+				if (strcmp(json_string_value(json_object_get(rec,
+				    "outcome")), "ok") != 0 ||
+				    json_object_get(rec, "items") != NULL)
+					c->bad_replays++;
+				continue;
+			}
+			if (rid != NULL)
+				json_object_set_new(ids, rid, json_true());
 			items = json_object_get(rec, "items");
 			json_array_foreach(items, j, it) {
 				const char *d = json_string_value(json_object_get(
 				    json_object_get(it, "context"), "doc"));
 
 				if (strcmp(json_string_value(json_object_get(it,
-				    "outcome")), "ok") != 0 || d == NULL)
+				    "outcome")), "ok") != 0 || d == NULL ||
+				    d[0] != prefix)
 					continue;
 				k = (size_t)atol(d + 1);
-				CU_ASSERT_FATAL(k >= 1 && k <= n_deks);
-				total++;
-				if (seen[k]++ == 1) {
-					twice++;
-					if (lo < 0 || (long long)k < lo)
-						lo = (long long)k;
-					if ((long long)k > hi)
-						hi = (long long)k;
-				}
+				CU_ASSERT_FATAL(k >= first && k < first + n);
+				c->total++;
+				if (seen[k - first]++ == 1)
+					c->twice++;
 			}
 		}
 		if (!json_is_integer(json_object_get(ans, "next"))) {
@@ -335,23 +384,39 @@ test_audit_proves_once(void)
 		from = json_integer_value(json_object_get(ans, "next"));
 		json_decref(ans);
 	}
-	for (k = 1; k <= n_deks; k++)
-		if (seen[k] == 0 || seen[k] > 2)
-			break;
-	CU_ASSERT_EQUAL(k, n_deks + 1);		/* each once or twice */
-	CU_ASSERT_EQUAL(total, (long long)n_deks + twice);
-	/* Only the batch in flight at SIGKILL was sent twice: rows after the
-	 * kill's checkpoint, at most one batch of them. None around the
-	 * SIGTERM, which finished its batch. */
-	CU_ASSERT(twice <= atoi(BATCH));
-	if (twice > 0) {
-		CU_ASSERT(lo > kill_at && hi <= kill_at + atoi(BATCH));
-	}
-	fprintf(stderr, "\n  audit: %lld rewraps of %zu DEKs; %lld rewrapped twice "
-	    "(rows %lld..%lld, the batch in flight at SIGKILL after row %lld); "
-	    "read in %.1f s\n", total, n_deks, twice, lo, hi, kill_at,
-	    now_s() - t0);
+	for (k = 0; k < n; k++)
+		if (seen[k] == 0)
+			c->missing++;
+	json_array_foreach(replayed, i, it)
+		if (!json_is_string(it) || json_object_get(ids,
+		    json_string_value(it)) == NULL)
+			c->orphans++;
+	json_decref(replayed);
+	json_decref(ids);
 	free(seen);
+}
+
+/* Every DEK was rewrapped by the token exactly once, although a run was
+ * killed with a batch in flight twice: the resumed runs sent those
+ * batches again under their idempotency keys and got kmsd's stored
+ * answers, each visible as a replay record of the original request. */
+static void
+test_audit_proves_once(void)
+{
+	struct audit_count c;
+	double t0 = now_s();
+
+	audit_count('d', 1, n_deks, &c);
+	CU_ASSERT_EQUAL(c.missing, 0);
+	CU_ASSERT_EQUAL(c.twice, 0);
+	CU_ASSERT_EQUAL(c.total, (long long)n_deks);
+	/* The kill after an answer always leaves a batch to replay. */
+	CU_ASSERT(c.replays >= 1);
+	CU_ASSERT_EQUAL(c.orphans, 0);
+	CU_ASSERT_EQUAL(c.bad_replays, 0);
+	fprintf(stderr, "\n  audit: %lld rewraps of %zu DEKs, none twice; %lld "
+	    "replayed answer(s); read in %.1f s\n", c.total, n_deks, c.replays,
+	    now_s() - t0);
 }
 
 /* Every DEK (or every n-th with KMS_TEST_REWRAP_SAMPLE) unwraps to its
@@ -428,7 +493,8 @@ test_jsonl(void)
 	const char *args[] = { "--token-file", app_file, "rewrap", "--jsonl", in,
 		"--key", KEY, "--batch", "20", "--progress", "plain", NULL };
 	size_t n = 3000, i, lines = 0, at3 = 0, bad = 0;
-	json_t *batch = json_array(), *ans, *res, *j;
+	json_t *batch = json_array(), *ans, *res, *j, *pj;
+	struct audit_count c;
 	unsigned char *text;
 	char *line, *save = NULL;
 	FILE *f;
@@ -463,18 +529,13 @@ test_jsonl(void)
 	json_decref(batch);
 	json_decref(ith_call("POST", "/v1/keys/" KEY "/rotate", ith_admin_token(),
 	    NULL, 200, NULL));
-	pid = kmsctl_start("jsonl-1.log", args);
-	for (i = 0; i < 5000; i++) {
-		json_t *p = json_load_file(prog, 0, NULL);
-		long long l = json_integer_value(json_object_get(p, "lines"));
-
-		json_decref(p);
-		if (l >= 1000)
-			break;
-		ith_sleep_ms(5);
-	}
-	kill(pid, SIGKILL);
+	/* Killed right after the 50th answer, before its checkpoint. */
+	pid = kmsctl_start_env("jsonl-1.log", args, "50");
 	CU_ASSERT_EQUAL(kmsctl_wait(pid), 128 + SIGKILL);
+	pj = json_load_file(prog, 0, NULL);
+	CU_ASSERT_EQUAL(json_integer_value(json_object_get(pj, "lines")), 980);
+	CU_ASSERT(json_is_object(json_object_get(pj, "inflight")));
+	json_decref(pj);
 	pid = kmsctl_start("jsonl-2.log", args);
 	rc = kmsctl_wait(pid);
 	CU_ASSERT_EQUAL(rc, 0);
@@ -498,6 +559,15 @@ test_jsonl(void)
 	CU_ASSERT_EQUAL(lines, n);	/* no line lost or doubled by the kill */
 	CU_ASSERT_EQUAL(at3, n);
 	CU_ASSERT_EQUAL(bad, 0);
+	pj = json_load_file(prog, 0, NULL);
+	CU_ASSERT(json_is_true(json_object_get(pj, "done")));
+	CU_ASSERT_PTR_NULL(json_object_get(pj, "inflight"));
+	json_decref(pj);
+	audit_count('j', 0, n, &c);
+	CU_ASSERT_EQUAL(c.missing, 0);
+	CU_ASSERT_EQUAL(c.twice, 0);
+	CU_ASSERT_EQUAL(c.total, (long long)n);
+	CU_ASSERT_EQUAL(c.orphans, 0);
 }
 
 static int
@@ -514,7 +584,7 @@ static const struct ith_test tests[] = {
 	{ "start kmsd", test_start },
 	{ "populate the table and rotate", test_populate },
 	{ "SIGTERM, SIGKILL, resume: count 0", test_stop_kill_resume },
-	{ "audit: nothing rewrapped twice but the batch in flight",
+	{ "audit: every DEK rewrapped exactly once, in-flight batches replayed",
 	    test_audit_proves_once },
 	{ "every DEK unwraps to its bytes", test_unwrap_all },
 	{ "JSON lines: kill and resume", test_jsonl },
