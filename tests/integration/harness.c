@@ -1376,6 +1376,13 @@ json_t *
 ith_post_mt(CURL *c, const char *path, const char *token, const char *body,
     long *status, char id[33])
 {
+	return ith_post_mt_hdr(c, path, token, body, NULL, status, id);
+}
+
+json_t *
+ith_post_mt_hdr(CURL *c, const char *path, const char *token,
+    const char *body, const char *header, long *status, char id[33])
+{
 	struct curl_slist *hl = NULL;
 	struct mt_buf b = { NULL, 0 };
 	char url[600], auth[300];
@@ -1387,6 +1394,8 @@ ith_post_mt(CURL *c, const char *path, const char *token, const char *body,
 	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
 	hl = curl_slist_append(hl, auth);
 	hl = curl_slist_append(hl, "Content-Type: application/json");
+	if (header != NULL)
+		hl = curl_slist_append(hl, header);
 	curl_easy_reset(c);
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_PROXY, "");

@@ -100,6 +100,9 @@ json_t *ith_call_any_at(const char *file, int line, const char *method,
 typedef void CURL;
 json_t *ith_post_mt(CURL *c, const char *path, const char *token,
     const char *body, long *status, char id[33]);
+/* The same with one more header line (may be NULL). */
+json_t *ith_post_mt_hdr(CURL *c, const char *path, const char *token,
+    const char *body, const char *header, long *status, char id[33]);
 
 /* While on, a 503 is not a failure by itself. */
 void ith_expect_503(int on);

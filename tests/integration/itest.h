@@ -53,5 +53,6 @@ int it_register_malformed(void);
 int it_register_concurrent(void);
 int it_register_persist(void);
 int it_register_signing(void);
+int it_register_idempotency(void);
 
 #endif

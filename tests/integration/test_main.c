@@ -89,6 +89,7 @@ main(void)
 	    it_register_malformed() != 0 ||
 	    it_register_concurrent() != 0 ||
 	    it_register_signing() != 0 ||
+	    it_register_idempotency() != 0 ||
 	    it_register_persist() != 0) {
 		fprintf(stderr, "registering the suites failed: %s\n", CU_get_error_msg());
 		CU_cleanup_registry();
