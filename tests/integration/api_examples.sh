@@ -262,6 +262,18 @@ ex "batch rewrap, the second item without its context" 200 missing_context <<'EO
 curl -s -H "Authorization: Bearer $APP" "$KMS_ADDR/v1/keys/matter-1/rewrap" \
   --json '{"batch":[{"ciphertext":"'"$CT"'","context":{"matter":"m-1"}},{"ciphertext":"'"$CT"'"}]}'
 EOF
+ex "batch rewrap with an Idempotency-Key" 200 "" <<'EOF'
+curl -s -H "Authorization: Bearer $APP" -H "Idempotency-Key: demo-batch-1" \
+  "$KMS_ADDR/v1/keys/matter-1/rewrap" --json '{"batch":[{"ciphertext":"'"$CT"'","context":{"matter":"m-1"}}]}'
+EOF
+ex "the same request again: the stored answer" 200 "" <<'EOF'
+curl -s -H "Authorization: Bearer $APP" -H "Idempotency-Key: demo-batch-1" \
+  "$KMS_ADDR/v1/keys/matter-1/rewrap" --json '{"batch":[{"ciphertext":"'"$CT"'","context":{"matter":"m-1"}}]}'
+EOF
+ex "another request under the same key" 422 idempotency_key_reused <<'EOF'
+curl -s -H "Authorization: Bearer $APP" -H "Idempotency-Key: demo-batch-1" \
+  "$KMS_ADDR/v1/keys/matter-1/rewrap" --json '{"batch":[{"ciphertext":"'"$CT2"'","context":{"matter":"m-1"}}]}'
+EOF
 
 section "Signing"
 ex "create an ECDSA P-256 signing key (admin)" 201 "" <<'EOF'
