@@ -192,6 +192,7 @@ void api_keys_create(struct api_req *rq);
 void api_keys_list(struct api_req *rq);
 void api_keys_get(struct api_req *rq);
 void api_keys_rotate(struct api_req *rq);
+void api_keys_config(struct api_req *rq);
 void api_keys_state(struct api_req *rq);
 void api_crypto_wrap(struct api_req *rq);
 void api_crypto_unwrap(struct api_req *rq);

@@ -475,6 +475,72 @@ out:
 	store_key_free(k);
 }
 
+/* The creation time of k's primary version, or 0. */
+static int64_t
+primary_created_at(const struct store_key *k)
+{
+	const struct store_version *v = k->primary_version ?
+	    api_find_version(k, k->primary_version) : NULL;
+
+	return v != NULL ? v->created_at : 0;
+}
+
+void
+api_keys_config(struct api_req *rq)
+{
+	static const char *const fields[] = { "rotation_period", "expires_at",
+		NULL };
+	struct store_key *k = NULL, t = { 0 };
+	json_t *body = NULL, *rp, *ex;
+	int64_t period, next, expires, base;
+	char buf[32];
+	int r;
+
+	if (key_or_respond(rq, &k) || api_body_or_respond(rq, fields, &body))
+		goto out;
+	rp = json_object_get(body, "rotation_period");
+	ex = json_object_get(body, "expires_at");
+	if (rp == NULL && ex == NULL) {
+		api_error(rq, KM_ERR_INVALID_REQUEST, "send rotation_period "
+		    "and/or expires_at (null clears either)");
+		goto out;
+	}
+	/* Validated as POST /v1/keys does; null clears, absent keeps. */
+	if (parse_times(rq, body, &t))
+		goto out;
+	period = rp == NULL ? k->rotation_period : t.rotation_period;
+	expires = ex == NULL ? k->expires_at : t.expires_at;
+	next = k->next_rotation_at;
+	if (rp != NULL) {
+		/* The schedule counts from the primary's creation, as after a
+		 * rotation: a shorter period can make the key due at once. */
+		base = primary_created_at(k);
+		next = period == 0 ? 0 : (base ? base : km_now_us()) +
+		    period * 1000000;
+	}
+	km_duration_format(k->rotation_period, buf, sizeof(buf));
+	api_audit_set(rq, "previous_rotation_period", k->rotation_period ?
+	    json_string(buf) : json_null());
+	api_audit_set(rq, "previous_expires_at", api_time_json(k->expires_at));
+	km_duration_format(period, buf, sizeof(buf));
+	api_audit_set(rq, "rotation_period", period ? json_string(buf) :
+	    json_null());
+	api_audit_set(rq, "next_rotation_at", api_time_json(next));
+	api_audit_set(rq, "expires_at", api_time_json(expires));
+	rq->status = 200;
+	r = store_key_set_config(rq->ctx->store, k->name, period, next, expires,
+	    api_audit_ok_hook, rq);
+	if (r != KM_OK) {
+		api_error(rq, r, "changing the configuration of key '%s' failed",
+		    k->name);
+		goto out;
+	}
+	answer_key_again(rq, k->name, 200);
+out:
+	json_decref(body);
+	store_key_free(k);
+}
+
 /* Decides whether `who` may move a version from `from` to `to` without a
  * ceremony (DESIGN.md section 3, docs/API.md). */
 static km_err

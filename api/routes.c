@@ -14,6 +14,7 @@ const struct api_route api_routes[] = {
 	{ "GET", "/v1/keys", api_keys_list, "key.list", ALL_READERS },
 	{ "GET", "/v1/keys/{}", api_keys_get, "key.get", ALL_READERS },
 	{ "POST", "/v1/keys/{}/rotate", api_keys_rotate, "key.rotate", ROLE_ADMIN },
+	{ "POST", "/v1/keys/{}/config", api_keys_config, "key.config", ROLE_ADMIN },
 	/* Officers move versions only by ceremonies and the signed revoke. */
 	{ "POST", "/v1/keys/{}/versions/{}/state", api_keys_state, "key.state",
 	    ROLE_ADMIN },

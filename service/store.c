@@ -189,6 +189,7 @@ enum stmt_id {
 	S_KEY_INSERT,
 	S_KEY_SET_PRIMARY,
 	S_KEY_CLEAR_PRIMARY,
+	S_KEY_SET_CONFIG,
 	S_VERSIONS_OF_KEY,
 	S_VERSION_INSERT,
 	S_VERSION_MAX,
@@ -251,6 +252,9 @@ static const char *const stmt_sql[S_COUNT] = {
 	[S_KEY_SET_PRIMARY] =
 	    "UPDATE keys SET primary_version = ?2, next_rotation_at = ?3"
 	    " WHERE id = ?1",
+	[S_KEY_SET_CONFIG] =
+	    "UPDATE keys SET rotation_period = ?2, next_rotation_at = ?3,"
+	    " expires_at = ?4 WHERE name = ?1",
 	[S_KEY_CLEAR_PRIMARY] =
 	    "UPDATE keys SET primary_version = NULL"
 	    " WHERE id = ?1 AND primary_version = ?2",
@@ -1684,6 +1688,41 @@ key_rotate(struct store *st, const char *name, const struct rotate_expect *ex,
 	if ((r = stmt_run(c, s, "set primary")) != KM_OK)
 		goto out;
 	r = KM_OK;
+out:
+	if (began)
+		r = write_end(st, r, hook, arg);
+	return r;
+}
+
+int
+store_key_set_config(struct store *st, const char *name,
+    int64_t rotation_period, int64_t next_rotation_at, int64_t expires_at,
+    store_commit_hook hook, void *arg)
+{
+	struct conn *c = &st->w;
+	sqlite3_stmt *s;
+	int r = KM_ERR_INTERNAL, rc, began = 0;
+
+	if (name == NULL || rotation_period < 0 || next_rotation_at < 0 ||
+	    expires_at < 0) {
+		r = KM_ERR_INVALID_REQUEST;
+		goto out;
+	}
+	if ((r = write_begin(st)) != KM_OK)
+		goto out;
+	began = 1;
+	if ((r = conn_stmt(c, S_KEY_SET_CONFIG, &s)) != KM_OK)
+		goto out;
+	if ((rc = bind_text(s, 1, name)) != SQLITE_OK ||
+	    (rc = bind_opt(s, 2, rotation_period)) != SQLITE_OK ||
+	    (rc = bind_opt(s, 3, next_rotation_at)) != SQLITE_OK ||
+	    (rc = bind_opt(s, 4, expires_at)) != SQLITE_OK) {
+		r = sql_err(c->db, rc, "bind key config");
+		goto out;
+	}
+	if ((r = stmt_run(c, s, "set key config")) != KM_OK)
+		goto out;
+	r = sqlite3_changes(c->db) == 1 ? KM_OK : KM_ERR_KEY_NOT_FOUND;
 out:
 	if (began)
 		r = write_end(st, r, hook, arg);

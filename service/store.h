@@ -132,6 +132,11 @@ int store_key_list(struct store *st, const char *after, size_t limit,
 int store_key_rotate(struct store *st, const char *name,
     struct store_version *nv, int64_t next_rotation_at,
     store_commit_hook hook, void *arg) KM_WUR;
+/* Sets the rotation schedule and expiry of key `name` (0: none for each).
+ * KM_ERR_KEY_NOT_FOUND when absent. */
+int store_key_set_config(struct store *st, const char *name,
+    int64_t rotation_period, int64_t next_rotation_at, int64_t expires_at,
+    store_commit_hook hook, void *arg) KM_WUR;
 /* Moves `version` of `name` from `from` to `to` atomically: if its state is
  * no longer `from`, KM_ERR_INVALID_TRANSITION. Leaving primary clears the
  * key's primary_version. KM_ERR_KEY_NOT_FOUND / KM_ERR_VERSION_NOT_FOUND. */

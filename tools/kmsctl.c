@@ -48,6 +48,8 @@ enum {
 	OPT_TYPE,
 	OPT_ROTATION_PERIOD,
 	OPT_EXPIRES_AT,
+	OPT_NO_EXPIRY,
+	OPT_NO_ROTATION,
 	OPT_REQUIRED_CONTEXT,
 	OPT_FORCE,
 	OPT_CONTEXT,
@@ -145,13 +147,15 @@ static const char usage_init[] =
     "\n" EXIT_HELP;
 
 static const char usage_key[] =
-    "Usage: kmsctl key create|list|show|rotate|state ...\n"
+    "Usage: kmsctl key create|list|show|rotate|config|state ...\n"
     "\n"
     "  key create NAME [--type T] [--rotation-period P] [--expires-at TIME]\n"
     "             [--required-context a,b] [--json]\n"
     "  key list [--json]\n"
     "  key show NAME [--json]\n"
     "  key rotate NAME [--json]\n"
+    "  key config NAME [--rotation-period P|--no-rotation]\n"
+    "             [--expires-at TIME|--no-expiry] [--json]\n"
     "  key state NAME VERSION STATE [--force] [--json]\n"
     "  key revoke NAME VERSION --officer O (--key F | --pkcs11-uri U) [--yes]\n"
     "  key inventory [--json] [--auditor-token-file F] [--window 24h]\n"
@@ -190,6 +194,19 @@ static const char usage_key_rotate[] =
     "\n"
     "Creates a new primary version of NAME (admin token); the old primary\n"
     "becomes active (unwrap only).\n"
+    "\n" EXIT_HELP;
+
+static const char usage_key_config[] =
+    "Usage: kmsctl key config NAME [options] [--json] [--token-file FILE]\n"
+    "\n"
+    "Changes the rotation schedule or the expiry of key NAME (admin token)\n"
+    "and prints it. What is not given is left as it is.\n"
+    "\n"
+    "  --rotation-period P      automatic rotation, <n>s|m|h|d, counted from the\n"
+    "                           primary version's creation\n"
+    "  --no-rotation            no automatic rotation\n"
+    "  --expires-at TIME        RFC 3339, in the future\n"
+    "  --no-expiry              no expiry\n"
     "\n" EXIT_HELP;
 
 static const char usage_key_state[] =
@@ -868,6 +885,96 @@ cmd_key_rotate(int argc, char **argv)
 }
 
 static int
+cmd_key_config(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		O_HELP, O_TOKEN_FILE, O_JSON,
+		{ "rotation-period", required_argument, NULL, OPT_ROTATION_PERIOD },
+		{ "no-rotation", no_argument, NULL, OPT_NO_ROTATION },
+		{ "expires-at", required_argument, NULL, OPT_EXPIRES_AT },
+		{ "no-expiry", no_argument, NULL, OPT_NO_EXPIRY },
+		O_END
+	};
+	const char *token_file = NULL;
+	struct cli_http *h = NULL;
+	json_t *body = NULL, *ans = NULL, *period = NULL, *expires = NULL;
+	char *path = NULL;
+	int ch, json = 0, failed = 0, r = CLI_USAGE;
+
+	while ((ch = cli_next_opt(argc, argv, opts)) != -1) {
+		switch (ch) {
+		case OPT_HELP:
+			return cli_print_help(usage_key_config);
+		case OPT_TOKEN_FILE:
+			token_file = optarg;
+			break;
+		case OPT_JSON:
+			json = 1;
+			break;
+		case OPT_ROTATION_PERIOD:
+		case OPT_NO_ROTATION:
+			if (period != NULL)
+				goto twice;
+			period = ch == OPT_NO_ROTATION ? json_null() :
+			    json_string(optarg);
+			break;
+		case OPT_EXPIRES_AT:
+		case OPT_NO_EXPIRY:
+			if (expires != NULL)
+				goto twice;
+			expires = ch == OPT_NO_EXPIRY ? json_null() :
+			    json_string(optarg);
+			break;
+		default:
+			goto hint;
+		}
+	}
+	if (argc - optind != 1) {
+		r = cli_usage_error("key config ", "expected one key NAME");
+		goto out;
+	}
+	if (period == NULL && expires == NULL) {
+		r = cli_usage_error("key config ", "nothing to change: give "
+		    "--rotation-period, --no-rotation, --expires-at or --no-expiry");
+		goto out;
+	}
+	if ((body = json_object()) == NULL) {
+		fprintf(stderr, "kmsctl: out of memory\n");
+		goto out;
+	}
+	if (period != NULL)
+		set_new(body, "rotation_period", period, &failed);
+	if (expires != NULL)
+		set_new(body, "expires_at", expires, &failed);
+	period = expires = NULL;
+	if (failed) {
+		r = cli_usage_error("key config ", "arguments must be valid UTF-8");
+		goto out;
+	}
+	if ((r = open_http(token_file, &h)) != CLI_OK ||
+	    (r = cli_http_path(h, "/v1/keys/", argv[optind], "/config",
+	    &path)) != CLI_OK ||
+	    (r = cli_http_call(h, "POST", path, body, &ans)) != CLI_OK)
+		goto out;
+	r = json ? print_json(ans) : print_key(ans);
+	goto out;
+twice:
+	r = cli_usage_error("key config ", "give the rotation and the expiry "
+	    "once each");
+	goto out;
+hint:
+	r = cli_usage_hint("key config ");
+out:
+	json_decref(period);
+	json_decref(expires);
+	free(path);
+	json_decref(body);
+	json_decref(ans);
+	cli_http_free(h);
+	return r;
+}
+
+static int
 parse_version(const char *s, long long *v)
 {
 	char *end;
@@ -1534,6 +1641,7 @@ static const struct cmd key_cmds[] = {
 	{ "list", cmd_key_list },
 	{ "show", cmd_key_show },
 	{ "rotate", cmd_key_rotate },
+	{ "config", cmd_key_config },
 	{ "state", cmd_key_state },
 	{ "inventory", cmd_key_inventory },
 	{ "revoke", cmd_key_revoke },

@@ -4,7 +4,8 @@
  * and raises expiry alerts (GET /v1/alerts, audit, metrics); kmsctl
  * emergency-rotate rotates, rewraps, revokes (signed by an officer) and
  * reports exactly the uses of the exposed version; kmsctl key inventory
- * counts old-version uses. */
+ * counts old-version uses; POST /v1/keys/{name}/config and kmsctl key
+ * config change a key's schedule and expiry, which the scheduler follows. */
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -407,6 +408,163 @@ test_expiry_alerts(void)
 	free(m);
 }
 
+/* ---- key config ---- */
+
+static json_t *
+key_config(const char *key, const char *token, json_t *body, long expect,
+    const char *code)
+{
+	char path[256];
+
+	snprintf(path, sizeof(path), "/v1/keys/%s/config", key);
+	return ith_call("POST", path, token, body, expect, code);
+}
+
+/* Seconds since the epoch of an RFC 3339 "YYYY-MM-DDTHH:MM:SSZ", or 0. */
+static long long
+utc_seconds(const char *s)
+{
+	struct tm tm;
+	const char *end;
+
+	memset(&tm, 0, sizeof(tm));
+	end = strptime(s, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	return end != NULL && *end == '\0' ? (long long)timegm(&tm) : 0;
+}
+
+static const char *
+jstr(json_t *o, const char *k)
+{
+	const char *s = json_string_value(json_object_get(o, k));
+
+	return s != NULL ? s : "";
+}
+
+/* The API: set, clear, validate, refuse; the audit record. */
+static void
+test_key_config_api(void)
+{
+	char exp2d[40];
+	time_t t = time(NULL) + 2 * 86400;
+	struct tm tm;
+	json_t *k, *recs, *rec;
+	long long created, next;
+
+	gmtime_r(&t, &tm);
+	strftime(exp2d, sizeof(exp2d), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	CU_ASSERT_EQUAL_FATAL(ith_key_create("cfg-1", NULL), 0);
+	k = key_config("cfg-1", ith_admin_token(), json_pack("{s:s}",
+	    "rotation_period", "30d"), 200, NULL);
+	CU_ASSERT_STRING_EQUAL(jstr(k, "rotation_period"), "30d");
+	CU_ASSERT(json_is_null(json_object_get(k, "expires_at")));
+	/* next_rotation_at = the primary's creation + 30 days. */
+	created = utc_seconds(jstr(json_array_get(json_object_get(k, "versions"),
+	    0), "created_at"));
+	next = utc_seconds(jstr(k, "next_rotation_at"));
+	CU_ASSERT(created > 0);
+	CU_ASSERT_EQUAL(next - created, 30 * 86400);
+	json_decref(k);
+	/* Absent members stay; expires_at set. */
+	k = key_config("cfg-1", ith_admin_token(), json_pack("{s:s}",
+	    "expires_at", exp2d), 200, NULL);
+	CU_ASSERT_STRING_EQUAL(jstr(k, "rotation_period"), "30d");
+	CU_ASSERT_STRING_EQUAL(jstr(k, "expires_at"), exp2d);
+	json_decref(k);
+	/* null clears either. */
+	k = key_config("cfg-1", ith_admin_token(), json_pack("{s:n, s:n}",
+	    "rotation_period", "expires_at"), 200, NULL);
+	CU_ASSERT(json_is_null(json_object_get(k, "rotation_period")));
+	CU_ASSERT(json_is_null(json_object_get(k, "next_rotation_at")));
+	CU_ASSERT(json_is_null(json_object_get(k, "expires_at")));
+	json_decref(k);
+	/* Validated as POST /v1/keys. */
+	json_decref(key_config("cfg-1", ith_admin_token(), json_pack("{s:s}",
+	    "rotation_period", "soon"), 400, "invalid_request"));
+	json_decref(key_config("cfg-1", ith_admin_token(), json_pack("{s:s}",
+	    "expires_at", "2001-01-01T00:00:00Z"), 400, "invalid_request"));
+	json_decref(key_config("cfg-1", ith_admin_token(), json_pack("{s:i}",
+	    "rotation_period", 5), 400, "invalid_request"));
+	json_decref(key_config("cfg-1", ith_admin_token(), json_pack("{s:s}",
+	    "rotation_periode", "1d"), 400, "invalid_request"));
+	json_decref(key_config("cfg-1", ith_admin_token(), json_object(), 400,
+	    "invalid_request"));
+	json_decref(key_config("cfg-1", app, json_pack("{s:s}",
+	    "rotation_period", "1d"), 403, "forbidden"));
+	json_decref(key_config("cfg-none", ith_admin_token(), json_pack("{s:s}",
+	    "rotation_period", "1d"), 404, "key_not_found"));
+	/* One ok record per change, with what it replaced. */
+	recs = ith_call("GET", "/v1/audit/records?op=key.config&key=cfg-1",
+	    auditor, NULL, 200, NULL);
+	CU_ASSERT_EQUAL(json_array_size(json_object_get(recs, "records")), 9);
+	rec = json_array_get(json_object_get(recs, "records"), 1);
+	CU_ASSERT_STRING_EQUAL(jstr(rec, "outcome"), "ok");
+	CU_ASSERT_STRING_EQUAL(jstr(rec, "previous_rotation_period"), "30d");
+	CU_ASSERT(json_is_null(json_object_get(rec, "previous_expires_at")));
+	CU_ASSERT_STRING_EQUAL(jstr(rec, "expires_at"), exp2d);
+	json_decref(recs);
+}
+
+/* kmsctl key config, and the scheduler following the new settings: an
+ * expiry raises its alert, a period already past rotates the key. */
+static void
+test_key_config_kmsctl(void)
+{
+	char exp2d[40], got[256], *out = NULL;
+	time_t t = time(NULL) + 2 * 86400;
+	struct tm tm;
+	json_t *k;
+	int i;
+	const char *set[] = { "--token-file", adm_f, "key", "config", "cfg-2",
+		"--expires-at", exp2d, "--json", NULL };
+	const char *clr[] = { "--token-file", adm_f, "key", "config", "cfg-2",
+		"--no-expiry", NULL };
+	const char *due[] = { "--token-file", adm_f, "key", "config", "cfg-2",
+		"--rotation-period", "1s", NULL };
+	const char *none[] = { "--token-file", adm_f, "key", "config", "cfg-2",
+		NULL };
+	const char *off[] = { "--token-file", adm_f, "key", "config", "cfg-2",
+		"--no-rotation", NULL };
+	const char *both[] = { "--token-file", adm_f, "key", "config", "cfg-2",
+		"--expires-at", exp2d, "--no-expiry", NULL };
+
+	gmtime_r(&t, &tm);
+	strftime(exp2d, sizeof(exp2d), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	CU_ASSERT_EQUAL_FATAL(ith_key_create("cfg-2", NULL), 0);
+	CU_ASSERT_EQUAL(kmsctl_run("cfg-1.log", &out, set), 0);
+	k = out != NULL ? json_loads(out, 0, NULL) : NULL;
+	CU_ASSERT_STRING_EQUAL(jstr(k, "expires_at"), exp2d);
+	json_decref(k);
+	free(out);
+	for (i = 0; i < 300; i++) {
+		alerts_of("cfg-2", auditor, got, sizeof(got));
+		if (got[0] != '\0')
+			break;
+		ith_sleep_ms(100);
+	}
+	CU_ASSERT_STRING_EQUAL(got, "expiry/7d");
+	CU_ASSERT_EQUAL(kmsctl_run("cfg-2.log", NULL, clr), 0);
+	k = ith_call("GET", "/v1/keys/cfg-2", ith_admin_token(), NULL, 200, NULL);
+	CU_ASSERT(json_is_null(json_object_get(k, "expires_at")));
+	json_decref(k);
+	CU_ASSERT_EQUAL(kmsctl_run("cfg-3.log", NULL, none), 2);
+	CU_ASSERT_EQUAL(kmsctl_run("cfg-4.log", NULL, both), 2);
+	/* A period of 1 s from a primary older than that: due at once. */
+	CU_ASSERT_EQUAL(kmsctl_run("cfg-5.log", NULL, due), 0);
+	for (i = 0; i < 300; i++) {
+		k = ith_call("GET", "/v1/keys/cfg-2", ith_admin_token(), NULL, 200,
+		    NULL);
+		if (json_integer_value(json_object_get(k, "primary_version")) >= 2)
+			break;
+		json_decref(k);
+		k = NULL;
+		ith_sleep_ms(100);
+	}
+	CU_ASSERT_PTR_NOT_NULL(k);
+	json_decref(k);
+	/* Or it would rotate every second for the rest of the suite. */
+	CU_ASSERT_EQUAL(kmsctl_run("cfg-6.log", NULL, off), 0);
+}
+
 /* ---- emergency-rotate ---- */
 
 struct expect {
@@ -747,6 +905,8 @@ static const struct ith_test tests[] = {
 	{ "metrics_public = false wants a token", test_metrics_private },
 	{ "the scheduler rotates a due key", test_scheduler_rotates },
 	{ "expiry alerts: /v1/alerts, audit, metrics", test_expiry_alerts },
+	{ "key config: set, clear, validate, audit", test_key_config_api },
+	{ "kmsctl key config; the scheduler follows", test_key_config_kmsctl },
 	{ "emergency-rotate: report lists exactly the uses", test_emergency },
 	{ "key inventory counts old-version uses", test_inventory },
 	{ NULL, NULL },
