@@ -167,6 +167,15 @@ ex "rotate: version 2 becomes primary, version 1 active (admin)" 200 "" <<'EOF'
 curl -s -X POST -H "Authorization: Bearer $ADMIN" "$KMS_ADDR/v1/keys/matter-1/rotate"
 EOF
 
+ex "change a key's rotation period and expiry (admin)" 200 "" <<'EOF'
+curl -s -H "Authorization: Bearer $ADMIN" "$KMS_ADDR/v1/keys/matter-2/config" \
+  --json '{"rotation_period":"30d","expires_at":"2028-06-30T00:00:00Z"}'
+EOF
+ex "clear the expiry (admin)" 200 "" <<'EOF'
+curl -s -H "Authorization: Bearer $ADMIN" "$KMS_ADDR/v1/keys/matter-2/config" \
+  --json '{"expires_at":null}'
+EOF
+
 section "Version state moves"
 ex "retire version 1 (admin, force)" 200 "" <<'EOF'
 curl -s -H "Authorization: Bearer $ADMIN" "$KMS_ADDR/v1/keys/matter-1/versions/1/state" \
