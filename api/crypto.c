@@ -109,7 +109,7 @@ acquire(struct job *j, const struct store_key *k,
 	if (v->storage != STORE_WRAPPED || v->wrapped == NULL)
 		return fail(j, KM_ERR_VERSION_STATE, "version %u of '%s' has no "
 		    "key material", v->version, k->name);
-	snprintf(id, sizeof(id), "%lld:%u", (long long)k->id, v->version);
+	hsm_cache_id(k->id, v->version, id, sizeof(id));
 	r = hsm_key_acquire(j->rq->ctx->hsm, id, HSM_KEY_AES256, v->mek_version,
 	    v->wrapped, v->wrapped_len, hk);
 	if (r != KM_OK)

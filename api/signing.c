@@ -390,7 +390,7 @@ acquire_or_respond(struct api_req *rq, const struct store_key *k,
 		api_error(rq, r, "key type '%s' cannot sign", k->type);
 		return -1;
 	}
-	snprintf(id, sizeof(id), "%lld:%u", (long long)k->id, v->version);
+	hsm_cache_id(k->id, v->version, id, sizeof(id));
 	if (v->storage == STORE_TOKEN) {
 		hsm_version_label(k->name, v->version, label, sizeof(label));
 		r = hsm_key_acquire_token(rq->ctx->hsm, id, label, v->public_key,

@@ -62,6 +62,7 @@ struct cache_entry {
 	char *id;
 	CK_OBJECT_HANDLE handle;
 	int borrowed;		/* a token object: never destroyed by the cache */
+	int evicted;		/* out of the cache; destroyed at refs 0 */
 	unsigned refs;
 	struct cache_entry *hnext;		/* hash chain */
 	struct cache_entry *prev, *next;	/* LRU list, most recent first */
@@ -93,6 +94,9 @@ struct hsm {
 	struct mek_slot meks[MAX_MEK_CACHE];
 	size_t n_meks;
 	unsigned no_wrap;	/* 1 << type: the token refused to wrap it */
+
+	pthread_mutex_t import_lock;	/* one import key creation at a time */
+	unsigned oaep_known, oaep_ok;	/* 1 << hash: probed, supported */
 
 	pthread_mutex_t cache_lock;
 	struct cache_entry **buckets;
@@ -453,6 +457,7 @@ hsm_open(const struct hsm_config *cfg, struct hsm **out)
 	pthread_cond_init(&h->pool_cond, NULL);
 	pthread_mutex_init(&h->mek_lock, NULL);
 	pthread_mutex_init(&h->cache_lock, NULL);
+	pthread_mutex_init(&h->import_lock, NULL);
 	h->cache_cap = cfg->key_cache > 0 ? cfg->key_cache : 1;
 	h->n_buckets = 64;
 	while (h->n_buckets < h->cache_cap * 2 && h->n_buckets < (1u << 22))
@@ -527,6 +532,7 @@ hsm_free(struct hsm *h)
 	pthread_cond_destroy(&h->pool_cond);
 	pthread_mutex_destroy(&h->mek_lock);
 	pthread_mutex_destroy(&h->cache_lock);
+	pthread_mutex_destroy(&h->import_lock);
 	free(h);
 }
 
@@ -1680,8 +1686,43 @@ hsm_key_release(struct hsm *h, struct hsm_key *k)
 	pthread_mutex_lock(&h->cache_lock);
 	k->e.refs--;
 	victims = cache_evict_locked(h);
+	if (k->e.evicted && k->e.refs == 0) {
+		k->e.hnext = victims;
+		victims = &k->e;
+	}
 	pthread_mutex_unlock(&h->cache_lock);
 	destroy_victims(h, victims);
+}
+
+void
+hsm_cache_id(int64_t key_id, uint32_t version, char *out, size_t outlen)
+{
+	snprintf(out, outlen, "%lld:%u", (long long)key_id, version);
+}
+
+int
+hsm_key_evict(struct hsm *h, const char *cache_id)
+{
+	struct cache_entry *e, *victim = NULL;
+	int found;
+
+	pthread_mutex_lock(&h->cache_lock);
+	if ((found = (e = cache_find(h, cache_id)) != NULL)) {
+		bucket_remove(h, e);
+		lru_unlink(h, e);
+		h->cache_count--;
+		e->evicted = 1;
+		e->hnext = NULL;
+		/* A request in flight keeps its reference; the last release
+		 * destroys the object (hsm_key_release). */
+		if (e->refs == 0)
+			victim = e;
+	}
+	pthread_mutex_unlock(&h->cache_lock);
+	destroy_victims(h, victim);
+	if (found)
+		log_info("key cache: %s evicted", cache_id);
+	return found;
 }
 
 size_t
@@ -2063,5 +2104,273 @@ hsm_sign(struct hsm *h, struct hsm_key *k, enum hsm_sig_alg alg,
 		*siglen = len;
 	session_put(h, s);
 	OPENSSL_cleanse(info, sizeof(info));
+	return r;
+}
+
+/* ---- BYOK: the import key and key.import ---- */
+
+int
+hsm_import_key_create(struct hsm *h, const char *label)
+{
+	static const CK_BYTE e65537[] = { 0x01, 0x00, 0x01 };
+	CK_MECHANISM mech = { CKM_RSA_PKCS_KEY_PAIR_GEN, NULL, 0 };
+	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+	CK_ULONG bits = 3072;
+	CK_ATTRIBUTE pub[] = {
+		{ CKA_TOKEN, &yes, sizeof(yes) },
+		{ CKA_PRIVATE, &no, sizeof(no) },
+		{ CKA_MODULUS_BITS, &bits, sizeof(bits) },
+		{ CKA_PUBLIC_EXPONENT, (void *)e65537, sizeof(e65537) },
+		{ CKA_ENCRYPT, &yes, sizeof(yes) },
+		{ CKA_WRAP, &yes, sizeof(yes) },
+		{ CKA_VERIFY, &no, sizeof(no) },
+		{ CKA_LABEL, (void *)label, strlen(label) },
+		{ CKA_ID, (void *)label, strlen(label) },
+	};
+	CK_ATTRIBUTE priv[] = {
+		{ CKA_TOKEN, &yes, sizeof(yes) },
+		{ CKA_PRIVATE, &yes, sizeof(yes) },
+		{ CKA_SENSITIVE, &yes, sizeof(yes) },
+		{ CKA_EXTRACTABLE, &no, sizeof(no) },
+		{ CKA_UNWRAP, &yes, sizeof(yes) },
+		{ CKA_DECRYPT, &no, sizeof(no) },
+		{ CKA_SIGN, &no, sizeof(no) },
+		{ CKA_DERIVE, &no, sizeof(no) },
+		{ CKA_LABEL, (void *)label, strlen(label) },
+		{ CKA_ID, (void *)label, strlen(label) },
+	};
+	CK_OBJECT_HANDLE hpub, hpriv;
+	CK_SESSION_HANDLE s;
+	CK_RV rv;
+	int r;
+
+	pthread_mutex_lock(&h->import_lock);
+	s = session_get(h);
+	r = find_labelled(h, s, CKO_PRIVATE_KEY, label, &hpriv);
+	if (r == KM_OK) {
+		r = KM_ERR_KEY_EXISTS;
+		goto out;
+	}
+	if (r != KM_ERR_NOT_FOUND)
+		goto out;
+	rv = h->fn->C_GenerateKeyPair(s, &mech, pub, sizeof(pub) / sizeof(pub[0]),
+	    priv, sizeof(priv) / sizeof(priv[0]), &hpub, &hpriv);
+	r = rv == CKR_OK ? KM_OK : rv_err(rv, "C_GenerateKeyPair(RSA-3072)",
+	    label);
+	if (r == KM_OK)
+		log_info("created import key %s in the token", label);
+out:
+	session_put(h, s);
+	pthread_mutex_unlock(&h->import_lock);
+	return r;
+}
+
+int
+hsm_import_key_public(struct hsm *h, const char *label, unsigned char **der,
+    size_t *der_len)
+{
+	CK_OBJECT_HANDLE obj;
+	CK_SESSION_HANDLE s = session_get(h);
+	int r;
+
+	*der = NULL;
+	*der_len = 0;
+	if ((r = find_labelled(h, s, CKO_PUBLIC_KEY, label, &obj)) != KM_OK)
+		goto out;
+	r = public_spki(h, s, HSM_KEY_RSA3072, obj, der, der_len);
+out:
+	session_put(h, s);
+	return r;
+}
+
+int
+hsm_oaep_hash_parse(const char *name, enum hsm_oaep_hash *out)
+{
+	if (name != NULL && strcmp(name, "sha256") == 0)
+		*out = HSM_OAEP_SHA256;
+	else if (name != NULL && strcmp(name, "sha1") == 0)
+		*out = HSM_OAEP_SHA1;
+	else
+		return KM_ERR_INVALID_REQUEST;
+	return KM_OK;
+}
+
+const char *
+hsm_oaep_hash_name(enum hsm_oaep_hash hash)
+{
+	return hash == HSM_OAEP_SHA1 ? "sha1" : "sha256";
+}
+
+static void
+oaep_params(enum hsm_oaep_hash hash, CK_RSA_PKCS_OAEP_PARAMS *p)
+{
+	memset(p, 0, sizeof(*p));
+	p->hashAlg = hash == HSM_OAEP_SHA1 ? CKM_SHA_1 : CKM_SHA256;
+	p->mgf = hash == HSM_OAEP_SHA1 ? CKG_MGF1_SHA1 : CKG_MGF1_SHA256;
+	p->source = CKZ_DATA_SPECIFIED;	/* with no data: the empty label */
+}
+
+/* The token's answers to OAEP parameters it does not take. */
+static int
+oaep_refused(CK_RV rv)
+{
+	return rv == CKR_ARGUMENTS_BAD || rv == CKR_MECHANISM_PARAM_INVALID ||
+	    rv == CKR_MECHANISM_INVALID;
+}
+
+/* C_UnwrapKey of `wrapped` under import key `label` into a temporary
+ * extractable AES session object; *rvp keeps the token's answer. */
+static int
+import_unwrap(struct hsm *h, CK_SESSION_HANDLE s, const char *label,
+    enum hsm_oaep_hash hash, const unsigned char *wrapped, size_t wrapped_len,
+    CK_OBJECT_HANDLE *out, CK_RV *rvp)
+{
+	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+	CK_KEY_TYPE kt = CKK_AES;
+	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+	CK_RSA_PKCS_OAEP_PARAMS op;
+	CK_MECHANISM mech = { CKM_RSA_PKCS_OAEP, &op, sizeof(op) };
+	/* Extractable only so that C_WrapKey takes it; it lives for one call. */
+	CK_ATTRIBUTE tmpl[] = {
+		{ CKA_CLASS, &cls, sizeof(cls) },
+		{ CKA_KEY_TYPE, &kt, sizeof(kt) },
+		{ CKA_TOKEN, &no, sizeof(no) },
+		{ CKA_PRIVATE, &yes, sizeof(yes) },
+		{ CKA_SENSITIVE, &yes, sizeof(yes) },
+		{ CKA_EXTRACTABLE, &yes, sizeof(yes) },
+		{ CKA_ENCRYPT, &no, sizeof(no) },
+		{ CKA_DECRYPT, &no, sizeof(no) },
+	};
+	CK_OBJECT_HANDLE key;
+	int r;
+
+	*out = CK_INVALID_HANDLE;
+	*rvp = CKR_OK;
+	if ((r = find_labelled(h, s, CKO_PRIVATE_KEY, label, &key)) != KM_OK) {
+		if (r == KM_ERR_NOT_FOUND)
+			log_error("import key %s is not in the token", label);
+		return r;
+	}
+	oaep_params(hash, &op);
+	*rvp = h->fn->C_UnwrapKey(s, &mech, key, (CK_BYTE_PTR)wrapped,
+	    wrapped_len, tmpl, sizeof(tmpl) / sizeof(tmpl[0]), out);
+	if (*rvp != CKR_OK) {
+		*out = CK_INVALID_HANDLE;
+		return KM_ERR_INVALID_CIPHERTEXT;
+	}
+	return KM_OK;
+}
+
+int
+hsm_import_oaep_supported(struct hsm *h, const char *label,
+    enum hsm_oaep_hash hash)
+{
+	unsigned char dummy[384];
+	unsigned bit = 1u << hash;
+	CK_OBJECT_HANDLE obj;
+	CK_SESSION_HANDLE s;
+	CK_RV rv;
+	int r, ok;
+
+	pthread_mutex_lock(&h->import_lock);
+	if (h->oaep_known & bit) {
+		ok = (h->oaep_ok & bit) != 0;
+		goto out;
+	}
+	/* Zero is no OAEP encoding: a token that takes the parameters fails
+	 * to decode it; one that does not take them refuses them first. */
+	memset(dummy, 0, sizeof(dummy));
+	s = session_get(h);
+	r = import_unwrap(h, s, label, hash, dummy, sizeof(dummy), &obj, &rv);
+	destroy_quietly(h, s, obj, "import probe");
+	session_put(h, s);
+	ok = (r == KM_OK || r == KM_ERR_INVALID_CIPHERTEXT) && !oaep_refused(rv);
+	if (r == KM_OK || r == KM_ERR_INVALID_CIPHERTEXT) {
+		h->oaep_known |= bit;
+		if (ok)
+			h->oaep_ok |= bit;
+		log_info("the token %s RSA-OAEP with %s for imports", ok ?
+		    "takes" : "does not take", hsm_oaep_hash_name(hash));
+	}
+out:
+	pthread_mutex_unlock(&h->import_lock);
+	return ok;
+}
+
+/* The length of secret key `key` for a token that leaves CKA_VALUE_LEN 0
+ * on an unwrapped key (SoftHSM 2.6; it refuses the attribute in the
+ * unwrap template as read-only): CKM_AES_KEY_WRAP (RFC 3394, no padding)
+ * wraps n bytes, n a multiple of 8, to n + 8. Other lengths: *len = 0. */
+static int
+kw_length(struct hsm *h, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE mek,
+    CK_OBJECT_HANDLE key, CK_ULONG *len)
+{
+	CK_MECHANISM mech = { CKM_AES_KEY_WRAP, NULL, 0 };
+	unsigned char buf[80];
+	CK_ULONG n = sizeof(buf);
+	CK_RV rv;
+
+	*len = 0;
+	rv = h->fn->C_WrapKey(s, &mech, mek, key, buf, &n);
+	OPENSSL_cleanse(buf, sizeof(buf));
+	if (rv == CKR_KEY_SIZE_RANGE || rv == CKR_BUFFER_TOO_SMALL)
+		return KM_OK;
+	if (rv != CKR_OK)
+		return rv_err(rv, "C_WrapKey(CKM_AES_KEY_WRAP)", "imported key");
+	*len = n >= 24 ? n - 8 : 0;
+	return KM_OK;
+}
+
+int
+hsm_key_import(struct hsm *h, enum hsm_key_type type, const char *import_label,
+    enum hsm_oaep_hash hash, const unsigned char *wrapped, size_t wrapped_len,
+    uint32_t mek_version, unsigned char **out, size_t *out_len)
+{
+	CK_ULONG vlen = 0;
+	CK_ATTRIBUTE a = { CKA_VALUE_LEN, &vlen, sizeof(vlen) };
+	CK_OBJECT_HANDLE mek, tmp = CK_INVALID_HANDLE;
+	CK_SESSION_HANDLE s;
+	CK_RV rv;
+	int r;
+
+	*out = NULL;
+	*out_len = 0;
+	if (type != HSM_KEY_AES256)
+		return KM_ERR_UNSUPPORTED_KEY_TYPE;
+	if (wrapped == NULL || wrapped_len == 0)
+		return KM_ERR_INVALID_CIPHERTEXT;
+	if ((r = mek_lookup(h, mek_version, &mek)) != KM_OK) {
+		log_error("MEK version %u is not in the token", mek_version);
+		return r == KM_ERR_NOT_FOUND ? KM_ERR_HSM : r;
+	}
+	s = session_get(h);
+	r = import_unwrap(h, s, import_label, hash, wrapped, wrapped_len, &tmp,
+	    &rv);
+	if (r == KM_ERR_INVALID_CIPHERTEXT) {
+		log_warn("PKCS#11 C_UnwrapKey (import, OAEP %s) under %s refused "
+		    "%zu bytes: %s (0x%lx)", hsm_oaep_hash_name(hash), import_label,
+		    wrapped_len, p11_kit_strerror(rv), (unsigned long)rv);
+		if (oaep_refused(rv))
+			r = KM_ERR_INVALID_REQUEST;
+		else if (rv == CKR_HOST_MEMORY)
+			r = KM_ERR_NOMEM;
+	}
+	if (r != KM_OK)
+		goto out;
+	if ((rv = h->fn->C_GetAttributeValue(s, tmp, &a, 1)) != CKR_OK) {
+		r = rv_err(rv, "C_GetAttributeValue(CKA_VALUE_LEN)", "imported key");
+		goto out;
+	}
+	if (vlen == 0 && (r = kw_length(h, s, mek, tmp, &vlen)) != KM_OK)
+		goto out;
+	if (vlen != 32) {
+		log_warn("an imported key has %lu bytes, not 32", (unsigned long)vlen);
+		r = KM_ERR_INVALID_CIPHERTEXT;
+		goto out;
+	}
+	r = wrap_key(h, s, mek, tmp, out, out_len);
+out:
+	destroy_quietly(h, s, tmp, "imported key copy");
+	session_put(h, s);
 	return r;
 }

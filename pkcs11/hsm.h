@@ -160,6 +160,15 @@ int hsm_key_acquire_token(struct hsm *h, const char *cache_id,
     const char *label, const unsigned char *public_key, size_t public_key_len,
     struct hsm_key **out) KM_WUR;
 void hsm_key_release(struct hsm *h, struct hsm_key *k);
+/* The cache identity of version `version` of the key with store id
+ * `key_id`, as every caller of hsm_key_acquire* names it. */
+#define HSM_CACHE_ID_MAX 48
+void hsm_cache_id(int64_t key_id, uint32_t version, char *out, size_t outlen);
+/* Takes `cache_id` out of the cache at once (a version revoked, archived
+ * or destroyed): its session object is destroyed now, or when the last
+ * reference held by a request in flight is released; no new request finds
+ * it. 1 when it was cached, 0 when not. */
+int hsm_key_evict(struct hsm *h, const char *cache_id);
 /* Number of keys in the cache (for tests and metrics). */
 size_t hsm_key_cache_count(struct hsm *h);
 /* Sessions of the pool held by callers now, and the pool size (metrics). */
@@ -207,6 +216,44 @@ int hsm_ec_public(struct hsm *h, const char *label, unsigned char **der,
  * raw r || s (64 bytes). */
 int hsm_ec_sign(struct hsm *h, const char *label,
     const unsigned char digest[32], unsigned char sig[64]) KM_WUR;
+
+/* BYOK (docs/CEREMONIES.md, key.import). The import key is an RSA-3072
+ * key pair of token objects labelled `label` (kms-import-v<N>): the
+ * private half sensitive, never extractable, able only to unwrap; the
+ * public half readable. KM_ERR_KEY_EXISTS when the label is taken.
+ * Creations are serialised, so two callers never make two pairs. */
+int hsm_import_key_create(struct hsm *h, const char *label) KM_WUR;
+/* The public half of import key `label` as DER SubjectPublicKeyInfo.
+ * *der is owned by the caller (free()). KM_ERR_NOT_FOUND when absent. */
+int hsm_import_key_public(struct hsm *h, const char *label,
+    unsigned char **der, size_t *der_len) KM_WUR;
+
+/* The OAEP digests of an import (the same hash for MGF1, no label). */
+enum hsm_oaep_hash {
+	HSM_OAEP_SHA256 = 1,	/* "sha256": the one to use where supported */
+	HSM_OAEP_SHA1,		/* "sha1": SoftHSM 2.6 accepts only this one */
+};
+/* "sha256" / "sha1" -> enum; KM_ERR_INVALID_REQUEST for anything else. */
+int hsm_oaep_hash_parse(const char *name, enum hsm_oaep_hash *out) KM_WUR;
+const char *hsm_oaep_hash_name(enum hsm_oaep_hash hash);
+/* 1 when the token takes CKM_RSA_PKCS_OAEP with `hash` for C_UnwrapKey
+ * under import key `label` (asked once with a dummy ciphertext: a token
+ * that refuses the parameters says so before it decrypts), else 0. */
+int hsm_import_oaep_supported(struct hsm *h, const char *label,
+    enum hsm_oaep_hash hash);
+/* Unwraps `wrapped` (RSAES-OAEP under import key `import_label`, with
+ * `hash`) into a temporary extractable session object of `type` (only
+ * HSM_KEY_AES256: a 32-byte key, CKA_VALUE_LEN checked), wraps it under
+ * MEK `mek_version` with CKM_AES_KEY_WRAP_PAD exactly as hsm_key_create
+ * stores a new version, and destroys the temporary on every path. *out
+ * (free()) is the blob. KM_ERR_INVALID_CIPHERTEXT when the token cannot
+ * unwrap the bytes or they hold no 32-byte key; KM_ERR_INVALID_REQUEST
+ * when the token does not take `hash`; KM_ERR_NOT_FOUND without the
+ * import key. */
+int hsm_key_import(struct hsm *h, enum hsm_key_type type,
+    const char *import_label, enum hsm_oaep_hash hash,
+    const unsigned char *wrapped, size_t wrapped_len, uint32_t mek_version,
+    unsigned char **out, size_t *out_len) KM_WUR;
 
 /* Random bytes from the token's generator (C_GenerateRandom). */
 int hsm_random(struct hsm *h, unsigned char *out, size_t len) KM_WUR;

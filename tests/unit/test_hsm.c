@@ -569,6 +569,155 @@ test_ed25519_token_keys(void)
 	hsm_new_key_clear(&b);
 }
 
+/* RSA-OAEP encryption of `in` under the DER public key, as an importer
+ * does it with OpenSSL: `md` for OAEP and MGF1, no label. */
+static int
+oaep_wrap(const unsigned char *spki, size_t spki_len, const EVP_MD *md,
+    const unsigned char *in, size_t inlen, unsigned char *out, size_t *outlen)
+{
+	const unsigned char *p = spki;
+	EVP_PKEY *pk = d2i_PUBKEY(NULL, &p, (long)spki_len);
+	EVP_PKEY_CTX *ctx = pk ? EVP_PKEY_CTX_new(pk, NULL) : NULL;
+	int ok;
+
+	ok = ctx != NULL && EVP_PKEY_encrypt_init(ctx) > 0 &&
+	    EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_OAEP_PADDING) > 0 &&
+	    EVP_PKEY_CTX_set_rsa_oaep_md(ctx, md) > 0 &&
+	    EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, md) > 0 &&
+	    EVP_PKEY_encrypt(ctx, out, outlen, in, inlen) > 0;
+	EVP_PKEY_CTX_free(ctx);
+	EVP_PKEY_free(pk);
+	return ok ? 0 : -1;
+}
+
+/* AES-256-GCM with OpenSSL, to compare with the token's. */
+static int
+local_gcm(const unsigned char key[32], const unsigned char iv[12],
+    const unsigned char *pt, size_t ptlen, unsigned char *ct)
+{
+	EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+	int n = 0, m = 0, ok;
+
+	ok = c != NULL && EVP_EncryptInit_ex(c, EVP_aes_256_gcm(), NULL, key,
+	    iv) == 1 && EVP_EncryptUpdate(c, ct, &n, pt, (int)ptlen) == 1 &&
+	    EVP_EncryptFinal_ex(c, ct + n, &m) == 1 &&
+	    EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, 16, ct + ptlen) == 1;
+	EVP_CIPHER_CTX_free(c);
+	return ok ? 0 : -1;
+}
+
+static void
+test_import_key(void)
+{
+	static const unsigned char iv[12] = { 9 };
+	unsigned char aes[32], enc[512], pt[48], ct[48 + 16], want[48 + 16];
+	unsigned char *spki = NULL, *spki2 = NULL, *blob = NULL;
+	size_t spki_len = 0, spki2_len = 0, blob_len = 0, enc_len = sizeof(enc);
+	const EVP_MD *md;
+	enum hsm_oaep_hash hash;
+	struct hsm_key *k = NULL;
+	int have256, have1;
+
+	CU_ASSERT_EQUAL(hsm_import_key_public(h, "kms-import-v1", &spki,
+	    &spki_len), KM_ERR_NOT_FOUND);
+	CU_ASSERT_EQUAL_FATAL(hsm_import_key_create(h, "kms-import-v1"), KM_OK);
+	CU_ASSERT_EQUAL(hsm_import_key_create(h, "kms-import-v1"),
+	    KM_ERR_KEY_EXISTS);
+	CU_ASSERT_EQUAL_FATAL(hsm_import_key_public(h, "kms-import-v1", &spki,
+	    &spki_len), KM_OK);
+	CU_ASSERT_EQUAL_FATAL(hsm_import_key_public(h, "kms-import-v1", &spki2,
+	    &spki2_len), KM_OK);
+	CU_ASSERT(spki_len == spki2_len && memcmp(spki, spki2, spki_len) == 0);
+
+	/* SoftHSM 2.6 takes OAEP with SHA-1 only; a token that takes SHA-256
+	 * is tested with SHA-256. At least one must work. */
+	have256 = hsm_import_oaep_supported(h, "kms-import-v1", HSM_OAEP_SHA256);
+	have1 = hsm_import_oaep_supported(h, "kms-import-v1", HSM_OAEP_SHA1);
+	CU_ASSERT_FATAL(have256 || have1);
+	hash = have256 ? HSM_OAEP_SHA256 : HSM_OAEP_SHA1;
+	md = have256 ? EVP_sha256() : EVP_sha1();
+
+	CU_ASSERT_EQUAL_FATAL(hsm_random(h, aes, sizeof(aes)), KM_OK);
+	CU_ASSERT_EQUAL_FATAL(oaep_wrap(spki, spki_len, md, aes, sizeof(aes),
+	    enc, &enc_len), 0);
+	CU_ASSERT_EQUAL(enc_len, 384);
+	CU_ASSERT_EQUAL_FATAL(hsm_key_import(h, HSM_KEY_AES256, "kms-import-v1",
+	    hash, enc, enc_len, 1, &blob, &blob_len), KM_OK);
+	CU_ASSERT_EQUAL(blob_len, 40);
+
+	/* The imported key is the one: the token's GCM equals OpenSSL's. */
+	memset(pt, 0x3c, sizeof(pt));
+	CU_ASSERT_EQUAL_FATAL(local_gcm(aes, iv, pt, sizeof(pt), want), 0);
+	CU_ASSERT_EQUAL_FATAL(hsm_key_acquire(h, "imp:1", HSM_KEY_AES256, 1,
+	    blob, blob_len, &k), KM_OK);
+	CU_ASSERT_EQUAL(hsm_gcm_encrypt(h, k, iv, NULL, 0, pt, sizeof(pt), ct),
+	    KM_OK);
+	CU_ASSERT_EQUAL(memcmp(ct, want, sizeof(ct)), 0);
+	hsm_key_release(h, k);
+	free(blob);
+	blob = NULL;
+
+	/* The other hash, a flipped byte, a short input, a 16-byte key and
+	 * a type other than AES: refused, nothing returned. */
+	CU_ASSERT_NOT_EQUAL(hsm_key_import(h, HSM_KEY_AES256, "kms-import-v1",
+	    hash == HSM_OAEP_SHA1 ? HSM_OAEP_SHA256 : HSM_OAEP_SHA1, enc, enc_len,
+	    1, &blob, &blob_len), KM_OK);
+	CU_ASSERT_PTR_NULL(blob);
+	enc[100] ^= 1;
+	CU_ASSERT_EQUAL(hsm_key_import(h, HSM_KEY_AES256, "kms-import-v1", hash,
+	    enc, enc_len, 1, &blob, &blob_len), KM_ERR_INVALID_CIPHERTEXT);
+	CU_ASSERT_EQUAL(hsm_key_import(h, HSM_KEY_AES256, "kms-import-v1", hash,
+	    enc, 17, 1, &blob, &blob_len), KM_ERR_INVALID_CIPHERTEXT);
+	enc_len = sizeof(enc);
+	CU_ASSERT_EQUAL_FATAL(oaep_wrap(spki, spki_len, md, aes, 16, enc,
+	    &enc_len), 0);
+	CU_ASSERT_EQUAL(hsm_key_import(h, HSM_KEY_AES256, "kms-import-v1", hash,
+	    enc, enc_len, 1, &blob, &blob_len), KM_ERR_INVALID_CIPHERTEXT);
+	CU_ASSERT_EQUAL(hsm_key_import(h, HSM_KEY_EC_P256, "kms-import-v1", hash,
+	    enc, enc_len, 1, &blob, &blob_len), KM_ERR_UNSUPPORTED_KEY_TYPE);
+	CU_ASSERT_EQUAL(hsm_key_import(h, HSM_KEY_AES256, "kms-import-v9", hash,
+	    enc, enc_len, 1, &blob, &blob_len), KM_ERR_NOT_FOUND);
+	CU_ASSERT_PTR_NULL(blob);
+	free(spki);
+	free(spki2);
+}
+
+static void
+test_cache_evict(void)
+{
+	unsigned char *w = NULL;
+	size_t wl = 0, before;
+	struct hsm_key *k = NULL, *k2 = NULL;
+	char id[HSM_CACHE_ID_MAX];
+
+	hsm_cache_id(77, 3, id, sizeof(id));
+	CU_ASSERT_STRING_EQUAL(id, "77:3");
+	CU_ASSERT_EQUAL_FATAL(hsm_key_generate(h, HSM_KEY_AES256, 1, &w, &wl),
+	    KM_OK);
+	CU_ASSERT_EQUAL_FATAL(hsm_key_acquire(h, id, HSM_KEY_AES256, 1, w, wl,
+	    &k), KM_OK);
+	hsm_key_release(h, k);
+	before = hsm_key_cache_count(h);
+	CU_ASSERT_EQUAL(hsm_key_evict(h, id), 1);
+	CU_ASSERT_EQUAL(hsm_key_cache_count(h), before - 1);
+	CU_ASSERT_EQUAL(hsm_key_evict(h, id), 0);
+
+	/* Held by a request in flight: out of the cache at once (the next
+	 * acquire unwraps a new copy), destroyed at the last release. */
+	CU_ASSERT_EQUAL_FATAL(hsm_key_acquire(h, id, HSM_KEY_AES256, 1, w, wl,
+	    &k), KM_OK);
+	before = hsm_key_cache_count(h);
+	CU_ASSERT_EQUAL(hsm_key_evict(h, id), 1);
+	CU_ASSERT_EQUAL(hsm_key_cache_count(h), before - 1);
+	CU_ASSERT_EQUAL_FATAL(hsm_key_acquire(h, id, HSM_KEY_AES256, 1, w, wl,
+	    &k2), KM_OK);
+	CU_ASSERT_PTR_NOT_EQUAL(k, k2);
+	hsm_key_release(h, k);
+	hsm_key_release(h, k2);
+	CU_ASSERT_EQUAL(hsm_key_evict(h, id), 1);
+	free(w);
+}
+
 int
 main(void)
 {
@@ -595,6 +744,9 @@ main(void)
 	CU_add_test(s, "EC and RSA keys: wrapped, sign, rewrap",
 	    test_wrapped_signing_keys);
 	CU_add_test(s, "Ed25519 keys stay on the token", test_ed25519_token_keys);
+	CU_add_test(s, "import key: RSA-OAEP unwrap into a MEK-wrapped version",
+	    test_import_key);
+	CU_add_test(s, "cache eviction of a version", test_cache_evict);
 	/* Last: it disables MEK 1. */
 	CU_add_test(s, "rewrap under a new MEK, then disable the old",
 	    test_rewrap_under_new_mek_then_disable);
