@@ -622,6 +622,21 @@ idle_or_respond(struct api_req *rq, const struct store_key *k,
 	return -1;
 }
 
+/* A version that can no longer unwrap or sign leaves the key cache at
+ * once, rather than when the cache bound pushes it out. */
+static void
+evict_unusable(struct api_req *rq, const struct store_key *k,
+    uint32_t version, enum km_state to)
+{
+	char id[HSM_CACHE_ID_MAX];
+
+	if (rq->ctx->hsm == NULL || (to != KM_STATE_ARCHIVED &&
+	    to != KM_STATE_REVOKED && to != KM_STATE_DESTROYED))
+		return;
+	hsm_cache_id(k->id, version, id, sizeof(id));
+	(void)hsm_key_evict(rq->ctx->hsm, id);
+}
+
 void
 api_keys_state(struct api_req *rq)
 {
@@ -671,6 +686,7 @@ api_keys_state(struct api_req *rq)
 	/* A revoked signing version leaves the JWKS at once. */
 	if (strcmp(k->purpose, "sign") == 0)
 		api_jwks_changed();
+	evict_unusable(rq, k, version, to);
 	answer_key_again(rq, k->name, 200);
 out:
 	json_decref(body);

@@ -51,6 +51,7 @@ struct cer_exec {
 	struct cer_change ch;
 	char name[CER_NAME_MAX + 1];
 	char key[129];
+	int64_t key_id;
 	char label[65], kid[65], prev_label[65], prev_kid[65];
 	unsigned char *spki;
 	size_t spki_len;

@@ -232,6 +232,7 @@ destroy_run(struct cer *c, const struct cer_record *rec, struct cer_exec *x,
 		}
 	}
 	snprintf(x->key, sizeof(x->key), "%s", k->name);
+	x->key_id = k->id;
 	x->ch.kind = CER_CH_KEY_STATE;
 	x->ch.key = x->key;
 	x->ch.version = v->version;
@@ -252,8 +253,11 @@ static void
 destroy_after(struct cer *c, const struct cer_record *rec,
     const struct cer_exec *x)
 {
+	char id[HSM_CACHE_ID_MAX];
+
 	(void)rec;
-	(void)x;
+	hsm_cache_id(x->key_id, x->ch.version, id, sizeof(id));
+	(void)hsm_key_evict(c->ctx->hsm, id);
 	/* secure_delete zeroed the blob's old space; the WAL still has a
 	 * page image of it until a truncating checkpoint. */
 	store_wal_scrub(c->ctx->store);

@@ -919,7 +919,7 @@ cer_revoke(struct cer *c, const char *key, uint32_t version,
 	struct store_key *k = NULL;
 	const struct store_version *v = NULL;
 	size_t n_off = 0, i;
-	char *msg = NULL;
+	char *msg = NULL, cache_id[HSM_CACHE_ID_MAX];
 	int rc, locked = 0;
 
 	why[0] = '\0';
@@ -977,6 +977,8 @@ cer_revoke(struct cer *c, const char *key, uint32_t version,
 		goto out;
 	}
 	log_info("key %s v%u revoked by officer %s", key, version, officer);
+	hsm_cache_id(k->id, version, cache_id, sizeof(cache_id));
+	(void)hsm_key_evict(c->ctx->hsm, cache_id);
 	rc = KM_OK;
 out:
 	if (locked)
