@@ -217,6 +217,7 @@ void api_cer_execute(struct api_req *rq);
 void api_cer_cancel(struct api_req *rq);
 void api_officers_list(struct api_req *rq);
 void api_mek_get(struct api_req *rq);
+void api_import_key_get(struct api_req *rq);
 void api_mek_resume(struct api_req *rq);
 void api_keys_revoke(struct api_req *rq);
 

@@ -8,6 +8,8 @@
 #include <string.h>
 
 #include "cer_run.h"
+#include "hsm.h"
+#include "jwk.h"
 #include "store.h"
 
 #define LIST_DEFAULT	100
@@ -92,11 +94,13 @@ void
 api_cer_create(struct api_req *rq)
 {
 	static const char *const fields[] = { "operation", "params", "expires_in",
-		"officer", "ts", "signature", NULL };
+		"officer", "ts", "signature", "wrapped", NULL };
 	struct cer_actor a;
 	struct cer *c;
 	const char *op = NULL, *expires = NULL, *officer = NULL, *ts = NULL;
-	const char *sig = NULL;
+	const char *sig = NULL, *wrapped = NULL;
+	unsigned char *upload = NULL;
+	size_t upload_len = 0;
 	json_t *body = NULL, *params;
 	int64_t ttl = 86400;
 	char why[CER_WHY], id[CER_ID_HEX + 1];
@@ -108,8 +112,16 @@ api_cer_create(struct api_req *rq)
 	    api_string_or_respond(rq, body, "expires_in", 0, &expires) ||
 	    api_string_or_respond(rq, body, "officer", 0, &officer) ||
 	    api_string_or_respond(rq, body, "ts", 0, &ts) ||
-	    api_string_or_respond(rq, body, "signature", 0, &sig))
+	    api_string_or_respond(rq, body, "signature", 0, &sig) ||
+	    api_string_or_respond(rq, body, "wrapped", 0, &wrapped))
 		goto out;
+	if (wrapped != NULL && (strlen(wrapped) > CER_UPLOAD_MAX * 2 ||
+	    km_b64_decode(wrapped, strlen(wrapped), &upload, &upload_len) !=
+	    KM_OK || upload_len == 0 || upload_len > CER_UPLOAD_MAX)) {
+		api_error(rq, KM_ERR_INVALID_REQUEST, "wrapped must be base64 of "
+		    "1..%d bytes", CER_UPLOAD_MAX);
+		goto out;
+	}
 	params = json_object_get(body, "params");
 	if (params != NULL && !json_is_null(params) && !json_is_object(params)) {
 		api_error(rq, KM_ERR_INVALID_REQUEST, "params must be an object");
@@ -128,14 +140,68 @@ api_cer_create(struct api_req *rq)
 		goto out;
 	}
 	rq->status = 201;
-	if ((r = cer_create(c, op, params, ttl, officer, ts, sig, &a, id,
-	    why)) != KM_OK) {
+	if ((r = cer_create_upload(c, op, params, upload, upload_len, ttl,
+	    officer, ts, sig, &a, id, why)) != KM_OK) {
 		api_error(rq, r, "%s", why[0] ? why : km_strerror(r));
 		goto out;
 	}
 	answer_ceremony(rq, c, id, 201);
 out:
+	free(upload);
 	json_decref(body);
+}
+
+/* The import key of key.import: made in the token on the first read. */
+void
+api_import_key_get(struct api_req *rq)
+{
+	static const enum hsm_oaep_hash hashes[] = { HSM_OAEP_SHA256,
+		HSM_OAEP_SHA1 };
+	unsigned char *spki = NULL;
+	size_t spki_len = 0, i;
+	char *pem = NULL, *b64 = NULL, fp[65];
+	json_t *j = NULL, *oaep = NULL;
+	struct cer *c;
+	int r, created = 0;
+
+	if (cer_or_respond(rq, &c))
+		return;
+	if ((r = cer_import_key(c, 1, &spki, &spki_len, &created)) != KM_OK) {
+		api_error(rq, r == KM_ERR_NOT_FOUND ? KM_ERR_HSM : r, "the token "
+		    "could not make or read import key %s", CER_IMPORT_LABEL);
+		goto out;
+	}
+	if (created)
+		api_audit_set(rq, "created", json_true());
+	api_audit_set(rq, "label", json_string(CER_IMPORT_LABEL));
+	if ((oaep = json_array()) == NULL) {
+		api_error(rq, KM_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	for (i = 0; i < sizeof(hashes) / sizeof(hashes[0]); i++)
+		if (hsm_import_oaep_supported(rq->ctx->hsm, CER_IMPORT_LABEL,
+		    hashes[i]))
+			json_array_append_new(oaep,
+			    json_string(hsm_oaep_hash_name(hashes[i])));
+	cer_digest_hex(spki, spki_len, fp);
+	if ((r = jwk_spki_pem(spki, spki_len, &pem)) != KM_OK ||
+	    (r = km_b64_encode(spki, spki_len, &b64)) != KM_OK) {
+		api_error(rq, r, "encoding import key %s failed", CER_IMPORT_LABEL);
+		goto out;
+	}
+	j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:O, s:[s]}", "label",
+	    CER_IMPORT_LABEL, "algorithm", "RSA-3072", "public_key", pem, "spki",
+	    b64, "sha256", fp, "oaep_hashes", oaep, "key_types", "aes256-gcm");
+	if (j == NULL) {
+		api_error(rq, KM_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	api_answer(rq, 200, j);
+out:
+	json_decref(oaep);
+	free(spki);
+	free(pem);
+	free(b64);
 }
 
 void

@@ -62,5 +62,9 @@ const struct api_route api_routes[] = {
 	    ROLE_ADMIN | ROLE_OFFICER | ROLE_AUDITOR },
 	{ "POST", "/v1/mek/rotation/resume", api_mek_resume, "mek.resume",
 	    ROLE_ADMIN | ROLE_OFFICER },
+	/* BYOK: those who ask for and approve key.import read it; the first
+	 * read makes it in the token. */
+	{ "GET", "/v1/import-key", api_import_key_get, "import_key.get",
+	    ROLE_ADMIN | ROLE_OFFICER },
 	{ NULL, NULL, NULL, NULL, 0 },
 };

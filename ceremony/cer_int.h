@@ -55,6 +55,8 @@ struct cer_exec {
 	char label[65], kid[65], prev_label[65], prev_kid[65];
 	unsigned char *spki;
 	size_t spki_len;
+	unsigned char *blob;	/* key.import: the version under the MEK */
+	size_t blob_len;
 	json_t *result;		/* what the execution did (owned) */
 };
 
@@ -79,6 +81,10 @@ struct cer_opdef {
 	/* After the commit (may be NULL). */
 	void (*after)(struct cer *c, const struct cer_record *rec,
 	    const struct cer_exec *x);
+	/* For an operation that takes uploaded bytes (NULL: it takes none):
+	 * checks them at creation and adds their canonical params. */
+	int (*upload)(struct cer *c, const unsigned char *data, size_t len,
+	    struct cer_request *r, char why[CER_WHY]);
 };
 
 const struct cer_opdef *cer_op_find(const char *name);

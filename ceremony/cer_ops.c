@@ -980,24 +980,324 @@ audit_after(struct cer *c, const struct cer_record *rec,
 		    "next start switches to %s", x->prev_label, x->label);
 }
 
+/* ---- key.import (BYOK) ---- */
+
+int
+cer_import_key(struct cer *c, int create, unsigned char **spki,
+    size_t *spki_len, int *created)
+{
+	int rc;
+
+	*created = 0;
+	rc = hsm_import_key_public(c->ctx->hsm, CER_IMPORT_LABEL, spki, spki_len);
+	if (rc != KM_ERR_NOT_FOUND || !create)
+		return rc;
+	rc = hsm_import_key_create(c->ctx->hsm, CER_IMPORT_LABEL);
+	if (rc == KM_OK)
+		*created = 1;
+	else if (rc != KM_ERR_KEY_EXISTS)	/* made by a racing request */
+		return rc;
+	return hsm_import_key_public(c->ctx->hsm, CER_IMPORT_LABEL, spki,
+	    spki_len);
+}
+
+static const char *const import_params[] = { "key", "type", "oaep_hash",
+	"wrapped_sha256", NULL };
+
+/* The version an import into `name` makes: 1 for a new key, else one
+ * past the newest of an aes256-gcm encryption key. */
+static int
+import_target(struct cer *c, const char *name, uint32_t *version,
+    char why[CER_WHY])
+{
+	struct store_key *k = NULL;
+	int rc;
+
+	*version = 0;
+	if (name == NULL || !api_key_name_valid(name)) {
+		cer_why(why, "param 'key' is not a key name");
+		return KM_ERR_INVALID_REQUEST;
+	}
+	rc = store_key_get(c->ctx->store, name, &k);
+	if (rc == KM_ERR_KEY_NOT_FOUND) {
+		*version = 1;
+		return KM_OK;
+	}
+	if (rc != KM_OK) {
+		cer_why(why, "reading key '%s' failed", name);
+		return rc;
+	}
+	rc = KM_ERR_UNSUPPORTED_KEY_TYPE;
+	if (strcmp(k->type, "aes256-gcm") != 0)
+		cer_why(why, "key '%s' is %s; only aes256-gcm keys take imported "
+		    "versions", name, k->type);
+	else if (k->n_versions > 0 &&
+	    k->versions[k->n_versions - 1].version == UINT32_MAX)
+		cer_why(why, "key '%s' has no version number left", name);
+	else {
+		*version = k->n_versions > 0 ?
+		    k->versions[k->n_versions - 1].version + 1 : 1;
+		rc = KM_OK;
+	}
+	store_key_free(k);
+	return rc;
+}
+
+static int
+import_check(struct cer *c, const struct cer_request *r, char why[CER_WHY])
+{
+	const char *fp = cer_param_get(r, "import_key_sha256");
+	const char *type = cer_param_get(r, "type");
+	unsigned char *spki = NULL;
+	size_t spki_len = 0;
+	enum hsm_oaep_hash hash;
+	uint64_t want;
+	uint32_t next;
+	char have[65];
+	int rc, created;
+
+	if (type == NULL || strcmp(type, "aes256-gcm") != 0) {
+		cer_why(why, "param 'type' must be aes256-gcm (the only type "
+		    "imported in this build)");
+		return KM_ERR_UNSUPPORTED_KEY_TYPE;
+	}
+	if (hsm_oaep_hash_parse(cer_param_get(r, "oaep_hash"), &hash) != KM_OK) {
+		cer_why(why, "param 'oaep_hash' must be sha256 or sha1");
+		return KM_ERR_INVALID_REQUEST;
+	}
+	if ((rc = param_uint(r, "version", UINT32_MAX, &want, why)) != KM_OK ||
+	    (rc = import_target(c, cer_param_get(r, "key"), &next, why)) != KM_OK)
+		return rc;
+	if (want != next) {
+		cer_why(why, "an import into '%s' now makes version %u, not %"
+		    PRIu64, cer_param_get(r, "key"), next, want);
+		return KM_ERR_STATE_CHANGED;
+	}
+	if ((rc = cer_import_key(c, 0, &spki, &spki_len, &created)) != KM_OK) {
+		cer_why(why, rc == KM_ERR_NOT_FOUND ? "the token has no import key "
+		    "(GET /v1/import-key makes it)" : "reading the import key "
+		    "failed");
+		return rc == KM_ERR_NOT_FOUND ? KM_ERR_STATE_CHANGED : rc;
+	}
+	cer_digest_hex(spki, spki_len, have);
+	free(spki);
+	if (fp == NULL || strcmp(fp, have) != 0 ||
+	    strcmp(cer_param_get(r, "import_key"), CER_IMPORT_LABEL) != 0) {
+		cer_why(why, "the import key is no longer the one the request "
+		    "names");
+		return KM_ERR_STATE_CHANGED;
+	}
+	if (!hsm_import_oaep_supported(c->ctx->hsm, CER_IMPORT_LABEL, hash)) {
+		cer_why(why, "this token does not unwrap RSA-OAEP with %s; see "
+		    "oaep_hashes of GET /v1/import-key", hsm_oaep_hash_name(hash));
+		return KM_ERR_INVALID_REQUEST;
+	}
+	return KM_OK;
+}
+
+static int
+import_prepare(struct cer *c, json_t *params, struct cer_request *r,
+    char why[CER_WHY])
+{
+	unsigned char *spki = NULL;
+	size_t spki_len = 0;
+	uint32_t next;
+	char fp[65], v[16];
+	int rc, created;
+
+	if ((rc = param_copy(params, r, "key", why)) != KM_OK)
+		return rc;
+	/* Optional client params, with their defaults. */
+	if (json_object_get(params, "type") == NULL)
+		rc = cer_param_set(r, "type", "aes256-gcm");
+	else
+		rc = param_copy(params, r, "type", why);
+	if (rc != KM_OK)
+		return rc;
+	if (json_object_get(params, "oaep_hash") == NULL)
+		rc = cer_param_set(r, "oaep_hash", "sha256");
+	else
+		rc = param_copy(params, r, "oaep_hash", why);
+	if (rc != KM_OK ||
+	    (json_object_get(params, "wrapped_sha256") != NULL &&
+	    (rc = param_copy(params, r, "wrapped_sha256", why)) != KM_OK))
+		return rc;
+	if ((rc = import_target(c, cer_param_get(r, "key"), &next, why)) != KM_OK)
+		return rc;
+	snprintf(v, sizeof(v), "%u", next);
+	if ((rc = cer_import_key(c, 0, &spki, &spki_len, &created)) != KM_OK) {
+		cer_why(why, rc == KM_ERR_NOT_FOUND ? "the token has no import key; "
+		    "GET /v1/import-key makes it, then wrap under it" :
+		    "reading the import key failed");
+		return rc == KM_ERR_NOT_FOUND ? KM_ERR_INVALID_REQUEST : rc;
+	}
+	cer_digest_hex(spki, spki_len, fp);
+	free(spki);
+	if ((rc = cer_param_set(r, "version", v)) != KM_OK ||
+	    (rc = cer_param_set(r, "import_key", CER_IMPORT_LABEL)) != KM_OK ||
+	    (rc = cer_param_set(r, "import_key_sha256", fp)) != KM_OK)
+		return rc;
+	return import_check(c, r, why);
+}
+
+/* The uploaded wrapped key: its SHA-256 goes into the signed text (and
+ * must equal a wrapped_sha256 the client sent, which an officer who
+ * signs the request has signed). */
+static int
+import_upload(struct cer *c, const unsigned char *data, size_t len,
+    struct cer_request *r, char why[CER_WHY])
+{
+	const char *given = cer_param_get(r, "wrapped_sha256");
+	char hex[65];
+
+	(void)c;
+	if (len == 0) {
+		cer_why(why, "the wrapped key is empty");
+		return KM_ERR_INVALID_REQUEST;
+	}
+	cer_digest_hex(data, len, hex);
+	if (given != NULL) {
+		if (strcmp(given, hex) != 0) {
+			cer_why(why, "param 'wrapped_sha256' is not the SHA-256 of the "
+			    "uploaded wrapped key (%.16s...)", hex);
+			return KM_ERR_INVALID_REQUEST;
+		}
+		return KM_OK;
+	}
+	return cer_param_set(r, "wrapped_sha256", hex);
+}
+
+/* The key's versions and their states (not its use counters), and the
+ * import key: what the officers saw when they approved. */
+static int
+import_state(struct cer *c, const struct cer_request *r, struct km_buf *b)
+{
+	const char *name = cer_param_get(r, "key");
+	struct store_key *k = NULL;
+	unsigned char *spki = NULL;
+	size_t spki_len = 0, i;
+	char line[256], fp[65];
+	int rc, created;
+
+	rc = store_key_get(c->ctx->store, name, &k);
+	if (rc == KM_ERR_KEY_NOT_FOUND) {
+		snprintf(line, sizeof(line), "key: %s absent\n", name);
+		km_buf_append_str(b, line);
+	} else if (rc != KM_OK)
+		return rc;
+	else {
+		snprintf(line, sizeof(line), "key: %s %s %u\n", k->name, k->type,
+		    k->primary_version);
+		km_buf_append_str(b, line);
+		for (i = 0; i < k->n_versions; i++) {
+			snprintf(line, sizeof(line), "version: %u %s\n",
+			    k->versions[i].version,
+			    km_state_name(k->versions[i].state));
+			km_buf_append_str(b, line);
+		}
+		store_key_free(k);
+	}
+	rc = cer_import_key(c, 0, &spki, &spki_len, &created);
+	if (rc == KM_OK) {
+		cer_digest_hex(spki, spki_len, fp);
+		snprintf(line, sizeof(line), "import_key: %s %s\n",
+		    CER_IMPORT_LABEL, fp);
+		free(spki);
+	} else if (rc == KM_ERR_NOT_FOUND)
+		snprintf(line, sizeof(line), "import_key: none\n");
+	else
+		return rc;
+	km_buf_append_str(b, line);
+	return KM_OK;
+}
+
+static int
+import_run(struct cer *c, const struct cer_record *rec, struct cer_exec *x,
+    char why[CER_WHY])
+{
+	const struct cer_request *r = &rec->req;
+	const char *want = cer_param_get(r, "wrapped_sha256");
+	unsigned char *data = NULL;
+	enum hsm_oaep_hash hash;
+	size_t len = 0;
+	uint64_t version;
+	uint32_t mek;
+	char have[65];
+	int rc;
+
+	if ((rc = param_uint(r, "version", UINT32_MAX, &version, why)) != KM_OK ||
+	    (rc = hsm_oaep_hash_parse(cer_param_get(r, "oaep_hash"), &hash)) !=
+	    KM_OK)
+		return rc;
+	if ((rc = cer_store_upload(c->ctx->store, r->id, &data, &len)) != KM_OK) {
+		cer_why(why, rc == KM_ERR_NOT_FOUND ? "the wrapped key of ceremony "
+		    "%s is not stored" : "reading the wrapped key of ceremony %s "
+		    "failed", r->id);
+		rc = rc == KM_ERR_NOT_FOUND ? KM_ERR_STATE_CHANGED : rc;
+		goto out;
+	}
+	/* What runs is what the officers signed. */
+	cer_digest_hex(data, len, have);
+	if (want == NULL || strcmp(want, have) != 0) {
+		cer_why(why, "the stored wrapped key (SHA-256 %.16s...) is not the "
+		    "one the signed request names (wrapped_sha256)", have);
+		rc = KM_ERR_STATE_CHANGED;
+		goto out;
+	}
+	if ((rc = store_mek_current(c->ctx->store, &mek)) != KM_OK) {
+		cer_why(why, "reading the current MEK version failed");
+		goto out;
+	}
+	rc = hsm_key_import(c->ctx->hsm, HSM_KEY_AES256, CER_IMPORT_LABEL, hash,
+	    data, len, mek, &x->blob, &x->blob_len);
+	if (rc != KM_OK) {
+		cer_why(why, rc == KM_ERR_INVALID_CIPHERTEXT ? "the token could not "
+		    "unwrap the wrapped key as a 32-byte AES key (RSA-OAEP %s under "
+		    "%s); nothing was imported" : "the token could not import the "
+		    "wrapped key", hsm_oaep_hash_name(hash), CER_IMPORT_LABEL);
+		goto out;
+	}
+	snprintf(x->key, sizeof(x->key), "%s", cer_param_get(r, "key"));
+	x->ch.kind = CER_CH_KEY_IMPORT;
+	x->ch.key = x->key;
+	x->ch.version = (uint32_t)version;
+	x->ch.mek_new = mek;
+	x->ch.wrapped = x->blob;
+	x->ch.wrapped_len = x->blob_len;
+	x->ch.create = version == 1;
+	x->result = json_pack("{s:s, s:I, s:s, s:b, s:s, s:s, s:s, s:I}", "key",
+	    x->key, "version", (json_int_t)version, "type", "aes256-gcm",
+	    "created", version == 1, "import_key", CER_IMPORT_LABEL, "oaep_hash",
+	    hsm_oaep_hash_name(hash), "wrapped_sha256", have, "mek_version",
+	    (json_int_t)mek);
+	rc = x->result != NULL ? KM_OK : KM_ERR_NOMEM;
+out:
+	free(data);
+	return rc;
+}
+
 static const struct cer_opdef ops[] = {
 	{ "mek.rotate", no_params, rotate_prepare, rotate_check, mek_state,
-	    rotate_run, rotate_after },
+	    rotate_run, rotate_after, NULL },
 	{ "mek.disable", disable_params, disable_prepare, disable_check,
-	    mek_state, disable_run, NULL },
+	    mek_state, disable_run, NULL, NULL },
 	{ "key.destroy", key_params, destroy_prepare, destroy_check, key_state,
-	    destroy_run, destroy_after },
+	    destroy_run, destroy_after, NULL },
 	{ "key.restore", key_params, restore_prepare, restore_check, key_state,
-	    restore_run, NULL },
+	    restore_run, NULL, NULL },
 	{ "officer.add", officer_add_params, officer_add_prepare,
-	    officer_add_check, registry_state, officer_add_run, NULL },
+	    officer_add_check, registry_state, officer_add_run, NULL,
+	    NULL },
 	{ "officer.remove", officer_remove_params, officer_remove_prepare,
-	    officer_remove_check, registry_state, officer_remove_run, NULL },
+	    officer_remove_check, registry_state, officer_remove_run, NULL,
+	    NULL },
 	{ "quorum.set", quorum_params, quorum_prepare, quorum_check,
-	    registry_state, quorum_run, NULL },
+	    registry_state, quorum_run, NULL, NULL },
 	{ "audit_key.rotate", no_params, audit_prepare, audit_check,
-	    audit_state, audit_run, audit_after },
-	{ NULL, NULL, NULL, NULL, NULL, NULL, NULL },
+	    audit_state, audit_run, audit_after, NULL },
+	{ "key.import", import_params, import_prepare, import_check,
+	    import_state, import_run, NULL, import_upload },
+	{ NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL },
 };
 
 const struct cer_opdef *

@@ -491,8 +491,8 @@ static void
 ops_list(char why[CER_WHY], const char *bad)
 {
 	cer_why(why, "unknown operation '%.64s' (mek.rotate, mek.disable, "
-	    "key.destroy, key.restore, officer.add, officer.remove, quorum.set, "
-	    "audit_key.rotate)", bad);
+	    "key.destroy, key.restore, key.import, officer.add, officer.remove, "
+	    "quorum.set, audit_key.rotate)", bad);
 }
 
 int
@@ -500,6 +500,16 @@ cer_create(struct cer *c, const char *operation, json_t *params,
     int64_t ttl_s, const char *officer, const char *officer_ts,
     const char *officer_sig, struct cer_actor *a, char id[CER_ID_HEX + 1],
     char why[CER_WHY])
+{
+	return cer_create_upload(c, operation, params, NULL, 0, ttl_s, officer,
+	    officer_ts, officer_sig, a, id, why);
+}
+
+int
+cer_create_upload(struct cer *c, const char *operation, json_t *params,
+    const unsigned char *upload, size_t upload_len, int64_t ttl_s,
+    const char *officer, const char *officer_ts, const char *officer_sig,
+    struct cer_actor *a, char id[CER_ID_HEX + 1], char why[CER_WHY])
 {
 	const struct cer_opdef *op;
 	struct cer_record *rec = NULL, *dup = NULL;
@@ -521,6 +531,13 @@ cer_create(struct cer *c, const char *operation, json_t *params,
 	}
 	if ((rc = unknown_param(op, params, why)) != KM_OK)
 		goto out;
+	if ((op->upload == NULL) != (upload == NULL) || upload_len >
+	    CER_UPLOAD_MAX) {
+		cer_why(why, op->upload == NULL ? "%s takes no uploaded bytes" :
+		    "%s needs the uploaded bytes (1..%d)", op->name, CER_UPLOAD_MAX);
+		rc = KM_ERR_INVALID_REQUEST;
+		goto out;
+	}
 	if (ttl_s < c->ctx->cfg->ceremony_min_ttl || ttl_s > TTL_MAX_S) {
 		cer_why(why, "expires_in must be %ld s .. %d s",
 		    c->ctx->cfg->ceremony_min_ttl, TTL_MAX_S);
@@ -549,6 +566,14 @@ cer_create(struct cer *c, const char *operation, json_t *params,
 	snprintf(rec->req.operation, sizeof(rec->req.operation), "%s", op->name);
 	if ((rc = op->prepare(c, params, &rec->req, why)) != KM_OK)
 		goto out;
+	if (op->upload != NULL) {
+		if ((rc = op->upload(c, upload, upload_len, &rec->req, why)) !=
+		    KM_OK)
+			goto out;
+		rec->upload = upload;
+		rec->upload_len = upload_len;
+		fset(a, "upload_bytes", json_integer((json_int_t)upload_len));
+	}
 	now = km_now_us();
 	rec->req.created = now - now % 1000000;
 	rec->req.expires = rec->req.created + ttl_s * 1000000;
@@ -873,6 +898,7 @@ out:
 	json_decref(sf);
 	json_decref(x.result);
 	free(x.spki);
+	free(x.blob);
 	free(result);
 	cer_officers_free(off, n_off);
 	cer_record_free(rec);

@@ -41,6 +41,17 @@ void cer_stop(struct cer *c);
  * with a signer owned here until then). NULL is a no-op. */
 void cer_free(struct cer *c);
 
+/* The import key of key.import (docs/CEREMONIES.md): *label is
+ * kms-import-v1, *spki (free()) its DER public key. With `create`, makes
+ * it in the token when absent and sets *created; without, KM_ERR_NOT_FOUND
+ * when absent. */
+#define CER_IMPORT_LABEL "kms-import-v1"
+int cer_import_key(struct cer *c, int create, unsigned char **spki,
+    size_t *spki_len, int *created) KM_WUR;
+/* Largest upload a ceremony takes (key.import: an RSA-3072 ciphertext is
+ * 384 bytes). */
+#define CER_UPLOAD_MAX 4096
+
 /* Creates an open ceremony for `operation` with the client's `params`
  * (an object of strings or integers; NULL for none), valid for `ttl_s`
  * seconds. `requester` is a->actor, or an officer name when the request
@@ -50,6 +61,13 @@ int cer_create(struct cer *c, const char *operation, json_t *params,
     int64_t ttl_s, const char *officer, const char *officer_ts,
     const char *officer_sig, struct cer_actor *a, char id[CER_ID_HEX + 1],
     char why[CER_WHY]) KM_WUR;
+/* cer_create with bytes uploaded beside the request (key.import's
+ * wrapped key), stored with it; the operation puts their SHA-256 into
+ * the signed text. Operations that take no upload refuse one. */
+int cer_create_upload(struct cer *c, const char *operation, json_t *params,
+    const unsigned char *upload, size_t upload_len, int64_t ttl_s,
+    const char *officer, const char *officer_ts, const char *officer_sig,
+    struct cer_actor *a, char id[CER_ID_HEX + 1], char why[CER_WHY]) KM_WUR;
 /* Records an officer's signed decision. *duplicate is 1 when the same
  * decision was recorded already (nothing changes). A reject that leaves
  * fewer possible approvers than the quorum closes it as "rejected". */

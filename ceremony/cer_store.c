@@ -345,6 +345,7 @@ insert_tx(sqlite3 *db, void *arg)
 	char params[CER_MAX_PARAMS * (CER_PARAM_NAME_MAX + CER_PARAM_VALUE_MAX +
 	    8) + 8];
 	size_t i, used = 0;
+	int r;
 
 	/* params as "name=value\n" lines: the request text is the truth; this
 	 * column only makes the table readable without parsing it. */
@@ -352,12 +353,67 @@ insert_tx(sqlite3 *db, void *arg)
 	for (i = 0; i < c->req.n_params; i++)
 		used += (size_t)snprintf(params + used, sizeof(params) - used,
 		    "%s=%s\n", c->req.params[i].name, c->req.params[i].value);
-	return exec(db, NULL, "INSERT INTO ceremonies (id, operation,"
+	if ((r = exec(db, NULL, "INSERT INTO ceremonies (id, operation,"
 	    " request_text, digest, params, quorum, requester, created_at,"
 	    " expires_at, state_hash, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6,"
 	    " ?7, ?8, ?9, ?10, 'open')", "tttttitiit", c->req.id,
 	    c->req.operation, c->text, c->digest, params, (int64_t)c->req.quorum,
-	    c->req.requester, c->req.created, c->req.expires, c->req.state);
+	    c->req.requester, c->req.created, c->req.expires,
+	    c->req.state)) != KM_OK || c->upload == NULL)
+		return r;
+	return exec(db, NULL, "INSERT INTO ceremony_uploads (ceremony_id, data)"
+	    " VALUES (?1, ?2)", "tb", c->req.id, c->upload, c->upload_len);
+}
+
+/* Closing a ceremony, whatever the way, drops what was uploaded with it. */
+static int
+upload_drop(sqlite3 *db, const char *id)
+{
+	return exec(db, NULL, "DELETE FROM ceremony_uploads WHERE ceremony_id ="
+	    " ?1", "t", id);
+}
+
+struct upload_arg {
+	const char *id;
+	unsigned char *data;
+	size_t len;
+};
+
+static int
+upload_tx(sqlite3 *db, void *arg)
+{
+	struct upload_arg *a = arg;
+	sqlite3_stmt *s = NULL;
+	int r, row;
+
+	if ((r = query(db, &s, "SELECT data FROM ceremony_uploads WHERE"
+	    " ceremony_id = ?1", "t", a->id)) != KM_OK ||
+	    (r = step(db, s, &row)) != KM_OK)
+		goto out;
+	r = row ? col_blob(s, 0, &a->data, &a->len) : KM_OK;
+	if (r == KM_OK && a->data == NULL)
+		r = KM_ERR_NOT_FOUND;
+out:
+	(void)sqlite3_finalize(s);
+	return r;
+}
+
+int
+cer_store_upload(struct store *st, const char *id, unsigned char **data,
+    size_t *len)
+{
+	struct upload_arg a = { id, NULL, 0 };
+	int r;
+
+	*data = NULL;
+	*len = 0;
+	if ((r = store_read_tx(st, upload_tx, &a)) != KM_OK) {
+		free(a.data);
+		return r;
+	}
+	*data = a.data;
+	*len = a.len;
+	return KM_OK;
 }
 
 int
@@ -587,10 +643,11 @@ decide_tx(sqlite3 *db, void *arg)
 		return r;
 	if (n != 1)
 		return KM_ERR_DECISION_FINAL;
-	if (a->close_status != NULL)
-		r = exec(db, NULL, "UPDATE ceremonies SET status = ?2, closed_at ="
-		    " ?3, closed_by = 'quorum' WHERE id = ?1 AND status = 'open'",
-		    "tti", a->id, a->close_status, (int64_t)km_now_us());
+	if (a->close_status != NULL &&
+	    (r = exec(db, NULL, "UPDATE ceremonies SET status = ?2, closed_at ="
+	    " ?3, closed_by = 'quorum' WHERE id = ?1 AND status = 'open'",
+	    "tti", a->id, a->close_status, (int64_t)km_now_us())) == KM_OK)
+		r = upload_drop(db, a->id);
 	return r;
 }
 
@@ -620,7 +677,7 @@ close_tx(sqlite3 *db, void *arg)
 	    " closed_by = ?4 WHERE id = ?1 AND status = 'open'", "titt", a->id,
 	    (int64_t)km_now_us(), a->status, a->by)) != KM_OK)
 		return r;
-	return n == 1 ? KM_OK : KM_ERR_CEREMONY_CLOSED;
+	return n == 1 ? upload_drop(db, a->id) : KM_ERR_CEREMONY_CLOSED;
 }
 
 int
@@ -754,6 +811,61 @@ out:
 	return r;
 }
 
+/* The imported version: a new aes256-gcm key with it as version 1 (no
+ * rotation schedule, no required context), or a new primary version of
+ * an existing aes256-gcm key whose primary becomes active. Either way only
+ * if the key is as the ceremony found it (KM_ERR_STATE_CHANGED). */
+static int
+key_import_tx(sqlite3 *db, const struct cer_change *ch)
+{
+	sqlite3_stmt *s = NULL;
+	int64_t now = km_now_us(), id = 0, max = 0, period = 0;
+	int r, row;
+
+	if ((r = query(db, &s, "SELECT k.id, k.type, k.rotation_period,"
+	    " (SELECT coalesce(max(version), 0) FROM key_versions v WHERE"
+	    " v.key_id = k.id) FROM keys k WHERE k.name = ?1", "t",
+	    ch->key)) != KM_OK || (r = step(db, s, &row)) != KM_OK)
+		goto out;
+	if (row) {
+		id = sqlite3_column_int64(s, 0);
+		period = sqlite3_column_int64(s, 2);
+		max = sqlite3_column_int64(s, 3);
+		if (ch->create || sqlite3_column_text(s, 1) == NULL ||
+		    strcmp((const char *)sqlite3_column_text(s, 1),
+		    "aes256-gcm") != 0 || max + 1 != (int64_t)ch->version) {
+			r = KM_ERR_STATE_CHANGED;
+			goto out;
+		}
+	} else if (!ch->create || ch->version != 1) {
+		r = KM_ERR_STATE_CHANGED;
+		goto out;
+	}
+	if (ch->create) {
+		if ((r = exec(db, NULL, "INSERT INTO keys (name, type, purpose,"
+		    " created_at) VALUES (?1, 'aes256-gcm', 'encrypt', ?2)", "ti",
+		    ch->key, now)) != KM_OK)
+			goto out;
+		id = sqlite3_last_insert_rowid(db);
+	} else if ((r = exec(db, NULL, "UPDATE key_versions SET state = ?2"
+	    " WHERE key_id = ?1 AND state = ?3", "iii", id,
+	    (int64_t)KM_STATE_ACTIVE, (int64_t)KM_STATE_PRIMARY)) != KM_OK)
+		goto out;
+	if ((r = exec(db, NULL, "INSERT INTO key_versions (key_id, version,"
+	    " state, created_at, mek_version, storage, wrapped) VALUES (?1, ?2,"
+	    " ?3, ?4, ?5, ?6, ?7)", "iiiiiib", id, (int64_t)ch->version,
+	    (int64_t)KM_STATE_PRIMARY, now, (int64_t)ch->mek_new,
+	    (int64_t)STORE_WRAPPED, ch->wrapped, ch->wrapped_len)) != KM_OK)
+		goto out;
+	/* As a rotation does: the schedule, if any, counts from now. */
+	r = exec(db, NULL, "UPDATE keys SET primary_version = ?2,"
+	    " next_rotation_at = ?3 WHERE id = ?1", "iiz", id,
+	    (int64_t)ch->version, period > 0 ? now + period * 1000000 : 0);
+out:
+	(void)sqlite3_finalize(s);
+	return r;
+}
+
 struct exec_arg {
 	const char *id, *by, *result;
 	const struct cer_change *ch;
@@ -776,6 +888,8 @@ execute_tx(sqlite3 *db, void *arg)
 		return r;
 	if (n != 1)
 		return KM_ERR_CEREMONY_CLOSED;
+	if ((r = upload_drop(db, a->id)) != KM_OK)
+		return r;
 	switch (ch->kind) {
 	case CER_CH_NONE:
 		return KM_OK;
@@ -797,6 +911,8 @@ execute_tx(sqlite3 *db, void *arg)
 		return mek_disable_tx(db, ch);
 	case CER_CH_AUDIT_KEY:
 		return audit_key_tx(db, ch, a->id);
+	case CER_CH_KEY_IMPORT:
+		return key_import_tx(db, ch);
 	}
 	return KM_ERR_INTERNAL;
 }

@@ -23,6 +23,10 @@ struct cer_record {
 	char *result;			/* JSON text of what execution did, or NULL */
 	struct cer_decision *decisions;	/* owned, in the order they came */
 	size_t n_decisions;
+	/* Bytes uploaded with the request (key.import), written by
+	 * cer_store_insert; not loaded by cer_store_get (cer_store_upload). */
+	const unsigned char *upload;
+	size_t upload_len;
 };
 void cer_record_free(struct cer_record *c);
 void cer_records_free(struct cer_record **c, size_t n);
@@ -40,6 +44,11 @@ int cer_store_bootstrap(struct store *st, const struct cer_officer *o,
 /* Stores a new open ceremony. */
 int cer_store_insert(struct store *st, const struct cer_record *c,
     store_commit_hook hook, void *arg) KM_WUR;
+/* The bytes uploaded with ceremony `id`; *data (free()) NULL and
+ * KM_ERR_NOT_FOUND when there are none (or no longer: closing a ceremony
+ * deletes them). */
+int cer_store_upload(struct store *st, const char *id, unsigned char **data,
+    size_t *len) KM_WUR;
 /* KM_ERR_CEREMONY_NOT_FOUND when absent. */
 int cer_store_get(struct store *st, const char *id, struct cer_record **out)
     KM_WUR;
@@ -69,6 +78,7 @@ enum cer_change_kind {
 	CER_CH_MEK_ROTATE,	/* mek_old, mek_new, total */
 	CER_CH_MEK_DISABLE,	/* mek_old */
 	CER_CH_AUDIT_KEY,	/* label, kid, prev_label, prev_kid */
+	CER_CH_KEY_IMPORT,	/* key, version, wrapped, mek_new, create */
 };
 
 struct cer_change {
@@ -84,6 +94,11 @@ struct cer_change {
 	uint32_t mek_old, mek_new;
 	int64_t total;
 	const char *label, *kid, *prev_label, *prev_kid;
+	/* key.import: the version's blob under MEK mek_new; create: a new
+	 * key `key` of type aes256-gcm, else a new primary version of it. */
+	const unsigned char *wrapped;
+	size_t wrapped_len;
+	int create;
 };
 
 /* Marks open ceremony `id` executed (closed_by `by`, result JSON text) and

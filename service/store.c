@@ -170,6 +170,12 @@ static const char *const migrations[] = {
 	" created_at INTEGER NOT NULL,"
 	" PRIMARY KEY (actor, idem_key));"
 	"CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);",
+	/* 5: bytes uploaded with a ceremony that are too large for the
+	 * signed text, which carries their SHA-256 instead (key.import: the
+	 * wrapped key). Deleted when the ceremony closes. */
+	"CREATE TABLE ceremony_uploads ("
+	" ceremony_id TEXT PRIMARY KEY REFERENCES ceremonies(id),"
+	" data BLOB NOT NULL);",
 };
 
 #define N_MIGRATIONS	(sizeof(migrations) / sizeof(migrations[0]))
