@@ -50,6 +50,8 @@ enum {
 	O_RESUME,
 	O_WAIT,
 	O_NO_WAIT,
+	O_WRAPPED,
+	O_OUT,
 };
 
 #define OPT(n, a, v) { n, a, NULL, v }
@@ -95,16 +97,25 @@ static const char usage_officer[] =
     "\n" EXITS;
 
 static const char usage_ceremony[] =
-    "Usage: kmsctl ceremony create|list|show|approve|reject|execute|cancel ...\n"
+    "Usage: kmsctl ceremony create|list|show|approve|reject|execute|cancel|\n"
+    "                       import-key ...\n"
     "\n"
     "  ceremony create OPERATION [--param NAME=VALUE]... [--expires-in D]\n"
+    "                  [--wrapped FILE]\n"
     "                  [--as OFFICER (--key FILE | --pkcs11-uri URI ...)] [--json]\n"
     "      Asks for a ceremony (admin or officer token). OPERATION: mek.rotate,\n"
     "      mek.disable (version), key.destroy (key, version), key.restore (key,\n"
-    "      version), officer.add (name, public_key=@FILE.pub.pem),\n"
-    "      officer.remove (name), quorum.set (quorum), audit_key.rotate.\n"
+    "      version), key.import (key, [oaep_hash=sha256|sha1], --wrapped FILE),\n"
+    "      officer.add (name, public_key=@FILE.pub.pem), officer.remove (name),\n"
+    "      quorum.set (quorum), audit_key.rotate.\n"
     "      VALUE @FILE reads the file. --expires-in: 5m .. 7d (default 24h).\n"
+    "      --wrapped FILE: the key wrapped under the import key (key.import);\n"
+    "      its SHA-256 is sent as param wrapped_sha256, and so signed.\n"
     "      --as signs the request as that officer, who then cannot approve it.\n"
+    "  ceremony import-key [--out FILE] [--json]\n"
+    "      The RSA-3072 key to wrap imported keys under (made in the token on\n"
+    "      the first call): label, SHA-256, the OAEP hashes the token takes,\n"
+    "      and the PEM (written to FILE with --out).\n"
     "  ceremony list [--state open|executed|cancelled|rejected|stale|expired]\n"
     "  ceremony show ID [--json]\n"
     "  ceremony approve ID --officer NAME (--key FILE | --pkcs11-uri URI ...) [--yes]\n"
@@ -931,6 +942,99 @@ out:
 	return r;
 }
 
+/* --wrapped FILE: the bytes as base64 into the body, their SHA-256 as
+ * param wrapped_sha256 (unless given, then kmsd checks it). */
+static int
+add_wrapped(json_t *body, json_t *params, const char *path)
+{
+	unsigned char md[SHA256_DIGEST_LENGTH];
+	char *data = NULL, *b64 = NULL, hex[65];
+	size_t len = 0;
+	int r;
+
+	if ((r = read_file(path, &data, &len)) != CLI_OK)
+		return r;
+	r = CLI_USAGE;
+	if (len == 0) {
+		fprintf(stderr, "kmsctl: %s is empty\n", path);
+		goto out;
+	}
+	SHA256((const unsigned char *)data, len, md);
+	km_hex(md, sizeof(md), hex);
+	if (km_b64_encode((const unsigned char *)data, len, &b64) != KM_OK ||
+	    json_object_set_new(body, "wrapped", json_string(b64)) != 0 ||
+	    (json_object_get(params, "wrapped_sha256") == NULL &&
+	    json_object_set_new(params, "wrapped_sha256", json_string(hex)) != 0))
+		goto out;
+	r = CLI_OK;
+out:
+	free(b64);
+	km_secure_free(data, MAX_FILE + 1);
+	return r;
+}
+
+static int
+ceremony_import_key(int argc, char **argv)
+{
+	static const struct option opts[] = { OPTS_COMMON,
+		OPT("out", required_argument, O_OUT), OPTS_END };
+	const char *tf = NULL, *out = NULL, *pem;
+	json_t *ans = NULL, *h;
+	FILE *f;
+	size_t i;
+	int ch, json = 0, r;
+
+	while ((ch = next_opt(argc, argv, opts, "ceremony import-key ")) != -1) {
+		if (ch == O_HELP_)
+			return cli_print_help(usage_ceremony);
+		if (ch == O_TOKEN_FILE_)
+			tf = optarg;
+		else if (ch == O_JSON_)
+			json = 1;
+		else if (ch == O_OUT)
+			out = optarg;
+		else
+			return CLI_USAGE;
+	}
+	if (argc - optind != 0)
+		return cli_usage_error("ceremony import-key ", "takes no arguments");
+	if ((r = call(tf, "GET", "/v1/import-key", NULL, &ans)) != CLI_OK)
+		return r;
+	pem = jstr(ans, "public_key", "");
+	if (out != NULL) {
+		if ((f = fopen(out, "w")) == NULL || fputs(pem, f) == EOF ||
+		    fclose(f) != 0) {
+			fprintf(stderr, "kmsctl: cannot write %s: %s\n", out,
+			    strerror(errno));
+			r = CLI_USAGE;
+			goto out;
+		}
+	}
+	if (json) {
+		r = print_json(ans);
+		goto out;
+	}
+	printf("label   ");
+	put_safe(jstr(ans, "label", "?"));
+	printf("\nsha256  ");
+	put_safe(jstr(ans, "sha256", "?"));
+	printf("\noaep    ");
+	json_array_foreach(json_object_get(ans, "oaep_hashes"), i, h) {
+		printf("%s", i ? " " : "");
+		put_safe(json_is_string(h) ? json_string_value(h) : "?");
+	}
+	printf("\n");
+	if (out == NULL) {
+		printf("\n");
+		put_safe(pem);
+	} else
+		printf("public key written to %s\n", out);
+	r = fflush(stdout) == EOF ? CLI_USAGE : CLI_OK;
+out:
+	json_decref(ans);
+	return r;
+}
+
 /* Signs the request as officer so->officer. */
 static int
 sign_request(const struct signopts *so, const char *op, json_t *params,
@@ -977,9 +1081,10 @@ ceremony_create(int argc, char **argv)
 	static const struct option opts[] = { OPTS_COMMON, OPTS_SIGN,
 		OPT("param", required_argument, O_PARAM),
 		OPT("expires-in", required_argument, O_EXPIRES_IN),
-		OPT("as", required_argument, O_AS), OPTS_END };
+		OPT("as", required_argument, O_AS),
+		OPT("wrapped", required_argument, O_WRAPPED), OPTS_END };
 	struct signopts so = { 0 };
-	const char *tf = NULL, *expires = NULL;
+	const char *tf = NULL, *expires = NULL, *wrapped = NULL;
 	json_t *params = json_object(), *body = json_object(), *ans = NULL;
 	int ch, json = 0, r = CLI_USAGE;
 
@@ -999,6 +1104,8 @@ ceremony_create(int argc, char **argv)
 				goto out;
 		} else if (ch == O_EXPIRES_IN)
 			expires = optarg;
+		else if (ch == O_WRAPPED)
+			wrapped = optarg;
 		else if (ch == O_AS)
 			so.officer = optarg;
 		else if (!sign_opt(ch, &so))
@@ -1008,6 +1115,8 @@ ceremony_create(int argc, char **argv)
 		r = cli_usage_error("ceremony create ", "expected one OPERATION");
 		goto out;
 	}
+	if (wrapped != NULL && (r = add_wrapped(body, params, wrapped)) != CLI_OK)
+		goto out;
 	if (json_object_set_new(body, "operation", json_string(argv[optind])) != 0 ||
 	    (expires != NULL && json_object_set_new(body, "expires_in",
 	    json_string(expires)) != 0) ||
@@ -1482,7 +1591,7 @@ cli_ceremony_main(int argc, char **argv, const char *token_file)
 		{ "list", ceremony_list }, { "show", ceremony_show },
 		{ "approve", ceremony_approve }, { "reject", ceremony_reject },
 		{ "execute", ceremony_execute }, { "cancel", ceremony_cancel },
-		{ NULL, NULL } };
+		{ "import-key", ceremony_import_key }, { NULL, NULL } };
 
 	return dispatch(subs, "ceremony ", usage_ceremony, argc, argv, token_file);
 }
