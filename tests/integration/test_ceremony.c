@@ -2,7 +2,8 @@
  * docs/CEREMONIES.md): the quorum rules over HTTP, stale and repeated
  * executions, the signed emergency revoke, approvals made with the openssl
  * command line and with kmsctl on an officer's PKCS#11 token, officer and
- * quorum changes, the audit-signing key rotation, and an MEK rotation over
+ * quorum changes, the audit-signing key rotation, key.import (BYOK) with
+ * keys wrapped by OpenSSL's API and its command line, and an MEK rotation over
  * 10,000 key versions killed twice with kill -9; then `kmsctl audit verify`
  * on an exported bundle shows every execution with its quorum. */
 #include <errno.h>
@@ -18,7 +19,12 @@
 #include <CUnit/Basic.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/rsa.h>
+#include <openssl/sha.h>
+#include <openssl/x509.h>
+#include <sqlite3.h>
 
+#include "blob.h"
 #include "harness.h"
 #include "officers.h"
 
@@ -193,6 +199,403 @@ version_state(const char *key, long v)
 			snprintf(o, sizeof(out[0]), "%s", jstr(x, "state"));
 	json_decref(a);
 	return o;
+}
+
+/* ---- key.import (BYOK) ---- */
+
+struct import_key {
+	unsigned char *spki;
+	size_t spki_len;
+	char pem[1024];
+	char hash[8];		/* the OAEP hash to wrap with */
+	const EVP_MD *md;
+};
+
+/* GET /v1/import-key: SHA-256 when the token takes it, else SHA-1 (the
+ * only one SoftHSM 2.6 takes); a token that takes neither fails. */
+static int
+import_key_get(struct import_key *ik)
+{
+	json_t *a, *h;
+	size_t i;
+	int has256 = 0, has1 = 0;
+
+	memset(ik, 0, sizeof(*ik));
+	if ((a = ith_call("GET", "/v1/import-key", officer, NULL, 200, NULL)) ==
+	    NULL)
+		return -1;
+	json_array_foreach(json_object_get(a, "oaep_hashes"), i, h) {
+		has256 |= strcmp(json_string_value(h), "sha256") == 0;
+		has1 |= strcmp(json_string_value(h), "sha1") == 0;
+	}
+	snprintf(ik->pem, sizeof(ik->pem), "%s", jstr(a, "public_key"));
+	snprintf(ik->hash, sizeof(ik->hash), "%s", has256 ? "sha256" : "sha1");
+	ik->md = has256 ? EVP_sha256() : EVP_sha1();
+	if (!ith_check(strcmp(jstr(a, "label"), "kms-import-v1") == 0 &&
+	    strcmp(jstr(a, "algorithm"), "RSA-3072") == 0 && (has256 || has1) &&
+	    ith_unb64(jstr(a, "spki"), &ik->spki, &ik->spki_len) == 0 &&
+	    strncmp(ik->pem, "-----BEGIN PUBLIC KEY-----", 26) == 0,
+	    "GET /v1/import-key: label, RSA-3072, an OAEP hash, SPKI and PEM")) {
+		json_decref(a);
+		return -1;
+	}
+	json_decref(a);
+	return 0;
+}
+
+/* RSAES-OAEP under the import key with OpenSSL's API (hash and MGF1 the
+ * same, no label), as an importer's tool does it. */
+static int
+oaep_wrap(const struct import_key *ik, const unsigned char *in, size_t inlen,
+    unsigned char out[512], size_t *outlen)
+{
+	const unsigned char *p = ik->spki;
+	EVP_PKEY *pk = d2i_PUBKEY(NULL, &p, (long)ik->spki_len);
+	EVP_PKEY_CTX *ctx = pk != NULL ? EVP_PKEY_CTX_new(pk, NULL) : NULL;
+	int ok;
+
+	*outlen = 512;
+	ok = ctx != NULL && EVP_PKEY_encrypt_init(ctx) > 0 &&
+	    EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_OAEP_PADDING) > 0 &&
+	    EVP_PKEY_CTX_set_rsa_oaep_md(ctx, ik->md) > 0 &&
+	    EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, ik->md) > 0 &&
+	    EVP_PKEY_encrypt(ctx, out, outlen, in, inlen) > 0;
+	EVP_PKEY_CTX_free(ctx);
+	EVP_PKEY_free(pk);
+	return ith_check(ok, "RSA-OAEP encryption under the import key") ? 0 : -1;
+}
+
+static json_t *
+import_body(const char *key, const char *hash, const unsigned char *w,
+    size_t wlen)
+{
+	char *b64 = ith_b64(w, wlen);
+	json_t *b = json_pack("{s:s, s:{s:s, s:s}, s:s}", "operation",
+	    "key.import", "params", "key", key, "oaep_hash", hash, "wrapped",
+	    b64 != NULL ? b64 : "");
+
+	free(b64);
+	return b;
+}
+
+/* Approves ceremony `id` by alice and bob (quorum 2). */
+static void
+approve2(const char *id, const char *digest)
+{
+	json_decref(decide(id, digest, "alice", "approve", 200, NULL));
+	json_decref(decide(id, digest, "bob", "approve", 200, NULL));
+}
+
+/* AES-256-GCM of the blob format with a key held here. */
+static int
+local_gcm(int enc, const unsigned char key[32], const unsigned char *nonce,
+    const unsigned char *aad, size_t aadlen, const unsigned char *in,
+    size_t inlen, unsigned char *out, unsigned char tag[16])
+{
+	EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+	int n = 0, m = 0, ok;
+
+	ok = c != NULL && EVP_CipherInit_ex(c, EVP_aes_256_gcm(), NULL, key,
+	    nonce, enc) == 1 &&
+	    EVP_CipherUpdate(c, NULL, &n, aad, (int)aadlen) == 1 &&
+	    EVP_CipherUpdate(c, out, &n, in, (int)inlen) == 1 &&
+	    (enc || EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, 16, tag) == 1) &&
+	    EVP_CipherFinal_ex(c, out + n, &m) == 1 &&
+	    (!enc || EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, 16, tag) == 1);
+	EVP_CIPHER_CTX_free(c);
+	return ok ? 0 : -1;
+}
+
+/* The imported key is the one: a blob kmsd wraps under `key` v`version`
+ * opens here with `aes`, and a blob sealed here opens in kmsd. */
+static void
+same_key(const char *key, long version, const unsigned char aes[32])
+{
+	struct blob_context none = { .n = 0 };
+	struct km_buf aad = KM_BUF_INIT(BLOB_MAX_AAD);
+	unsigned char pt[40], back[40], nonce[12], sealed[40 + 16], *raw = NULL;
+	size_t raw_len = 0;
+	uint32_t v = 0;
+	char *ct, *blob = NULL;
+	long got = 0;
+
+	ith_random(pt, sizeof(pt));
+	if ((ct = ith_wrap(key, app, pt, sizeof(pt), NULL, &got)) == NULL)
+		return;
+	ith_check(got == version, "wrap under '%s' used v%ld, expected v%ld", key,
+	    got, version);
+	if (!ith_check(blob_parse(ct, strlen(ct), &v, &raw, &raw_len) == KM_OK &&
+	    v == (uint32_t)version && raw_len == 12 + sizeof(pt) + 16 &&
+	    blob_aad(key, v, &none, &aad) == KM_OK, "kmsd's blob parses"))
+		goto out;
+	ith_check(local_gcm(0, aes, raw, aad.data, aad.len, raw + 12, sizeof(pt),
+	    back, raw + 12 + sizeof(pt)) == 0 && memcmp(back, pt, sizeof(pt)) ==
+	    0, "kmsd's blob of %s v%ld opens with the imported AES key", key,
+	    version);
+	ith_random(nonce, sizeof(nonce));
+	ith_random(pt, sizeof(pt));
+	if (!ith_check(local_gcm(1, aes, nonce, aad.data, aad.len, pt, sizeof(pt),
+	    sealed, sealed + sizeof(pt)) == 0 && blob_format(v, nonce, sealed,
+	    sizeof(sealed), &blob) == KM_OK, "sealing a blob locally"))
+		goto out;
+	ith_unwrap_expect(key, app, blob, NULL, pt, sizeof(pt), NULL, NULL);
+out:
+	km_buf_free(&aad);
+	if (raw != NULL)
+		km_secure_free(raw, raw_len);
+	free(blob);
+	free(ct);
+}
+
+static double
+cache_entries(void)
+{
+	const char *series = "\nkmsd_hsm_key_cache_entries ", *p;
+	char *raw = NULL;
+	long st = 0;
+	double n = -1;
+
+	ith_request_raw("GET", "/metrics", admin, NULL, 0, NULL, &st, &raw, NULL,
+	    NULL, NULL);
+	if (st == 200 && raw != NULL && (p = strstr(raw, series)) != NULL)
+		n = strtod(p + strlen(series), NULL);
+	free(raw);
+	ith_check(n >= 0, "GET /metrics has kmsd_hsm_key_cache_entries");
+	return n;
+}
+
+static void
+test_import(void)
+{
+	struct import_key ik;
+	unsigned char aes[32], w[512];
+	const char *key = ith_name("byok");
+	char id[17], dg[65], line[128];
+	json_t *c, *a, *r;
+	size_t wlen;
+
+	if (import_key_get(&ik) != 0)
+		return;
+	ith_expect_error("GET", "/v1/import-key", auditor, NULL, 403, NULL);
+	ith_expect_error("GET", "/v1/import-key", app, NULL, 403, NULL);
+	ith_random(aes, sizeof(aes));
+	if (oaep_wrap(&ik, aes, sizeof(aes), w, &wlen) != 0 ||
+	    (c = create(admin, import_body(key, ik.hash, w, wlen), 201, NULL)) ==
+	    NULL)
+		goto out;
+	snprintf(id, sizeof(id), "%s", jstr(c, "id"));
+	snprintf(dg, sizeof(dg), "%s", jstr(c, "digest"));
+	/* What the officers sign names the bytes, the version, the key. */
+	{
+		unsigned char md[32];
+		char hex[65];
+
+		SHA256(w, wlen, md);
+		ith_hex(md, sizeof(md), hex, 0);
+		snprintf(line, sizeof(line), "param.wrapped_sha256: %s\n", hex);
+	}
+	ith_check(strstr(jstr(c, "request_text"), line) != NULL &&
+	    strstr(jstr(c, "request_text"), "param.version: 1\n") != NULL &&
+	    strstr(jstr(c, "request_text"), "param.import_key: kms-import-v1\n")
+	    != NULL && strstr(jstr(c, "request_text"), "param.type: aes256-gcm\n")
+	    != NULL, "the request text carries wrapped_sha256, version, import "
+	    "key and type:\n%s", jstr(c, "request_text"));
+	json_decref(c);
+	json_decref(decide(id, dg, "alice", "approve", 200, NULL));
+	json_decref(execute(id, 409, "quorum_not_met"));	/* M - 1 */
+	snprintf(line, sizeof(line), "/v1/keys/%s", key);
+	ith_expect_error("GET", line, admin, NULL, 404, NULL);
+	json_decref(decide(id, dg, "bob", "approve", 200, NULL));
+	if ((a = execute(id, 200, NULL)) == NULL)
+		goto out;
+	r = json_object_get(a, "result");
+	ith_check(strcmp(jstr(r, "key"), key) == 0 && jint(r, "version") == 1 &&
+	    json_is_true(json_object_get(r, "created")) &&
+	    json_array_size(json_object_get(r, "approvers")) == 2,
+	    "key.import executed: %s v1 created, two approvers", key);
+	json_decref(a);
+	ith_check(strcmp(version_state(key, 1), "primary") == 0,
+	    "the imported version is primary");
+	same_key(key, 1, aes);
+	/* Executed once: the uploaded bytes are gone with the ceremony. */
+	json_decref(execute(id, 409, "ceremony_closed"));
+out:
+	free(ik.spki);
+}
+
+/* The format interop proof: `openssl pkeyutl` wraps, kmsctl asks for the
+ * ceremony with --wrapped; it becomes a new primary version. Then the
+ * signed revoke of the old version takes it out of the key cache at once. */
+static void
+test_import_openssl_cli(void)
+{
+	struct import_key ik;
+	unsigned char aes[32];
+	const char *key = ith_name("byok");
+	char pem[300], kf[300], wf[300], log[300], md[40], mgf[40], *out = NULL;
+	char id[17], dg[65];
+	json_t *c = NULL, *a;
+	double before, after;
+	FILE *f;
+	int st;
+
+	if (import_key_get(&ik) != 0 || ith_key_create(key, NULL) != 0)
+		goto out;
+	snprintf(pem, sizeof(pem), "%s/import.pem", ith_data_dir());
+	snprintf(kf, sizeof(kf), "%s/import-aes.bin", ith_data_dir());
+	snprintf(wf, sizeof(wf), "%s/import-wrapped.bin", ith_data_dir());
+	snprintf(log, sizeof(log), "%s/import-cli.log", ith_data_dir());
+	snprintf(md, sizeof(md), "rsa_oaep_md:%s", ik.hash);
+	snprintf(mgf, sizeof(mgf), "rsa_mgf1_md:%s", ik.hash);
+	ith_random(aes, sizeof(aes));
+	if (!ith_check((f = fopen(pem, "w")) != NULL && fputs(ik.pem, f) >= 0 &&
+	    fclose(f) == 0 && (f = fopen(kf, "w")) != NULL &&
+	    fwrite(aes, 1, sizeof(aes), f) == sizeof(aes) && fclose(f) == 0,
+	    "writing the PEM and the AES key"))
+		goto out;
+	{
+		char *argv[] = { "openssl", "pkeyutl", "-encrypt", "-pubin",
+			"-inkey", pem, "-in", kf, "-out", wf, "-pkeyopt",
+			"rsa_padding_mode:oaep", "-pkeyopt", md, "-pkeyopt", mgf,
+			NULL };
+
+		st = run(argv, NULL, log);
+		if (!ith_check(st == 0, "openssl pkeyutl -encrypt: exit %d\n%s",
+		    st, out = read_log(log)))
+			goto out;
+	}
+	{
+		char kp[200], hp[40];
+		char *argv[] = { getenv("KMSCTL_BIN"), "ceremony", "create",
+			"key.import", "--param", kp, "--param", hp, "--wrapped", wf,
+			"--json", NULL };
+
+		snprintf(kp, sizeof(kp), "key=%s", key);
+		snprintf(hp, sizeof(hp), "oaep_hash=%s", ik.hash);
+		st = run(argv, admin, log);
+		out = read_log(log);
+		if (!ith_check(st == 0 && (c = json_loads(out, 0, NULL)) != NULL,
+		    "kmsctl ceremony create key.import --wrapped: exit %d\n%s", st,
+		    out))
+			goto out;
+	}
+	snprintf(id, sizeof(id), "%s", jstr(c, "id"));
+	snprintf(dg, sizeof(dg), "%s", jstr(c, "digest"));
+	ith_check(strstr(jstr(c, "request_text"), "param.version: 2\n") != NULL,
+	    "an import into an existing key makes its next version");
+	approve2(id, dg);
+	if ((a = execute(id, 200, NULL)) == NULL)
+		goto out;
+	ith_check(json_is_false(json_object_get(json_object_get(a, "result"),
+	    "created")), "the key existed: created false");
+	json_decref(a);
+	ith_check(strcmp(version_state(key, 2), "primary") == 0 &&
+	    strcmp(version_state(key, 1), "active") == 0,
+	    "the imported version is primary, the old primary active");
+	same_key(key, 2, aes);
+
+	/* Eviction: v2 is cached (same_key used it); the revoke of v2 after
+	 * a rotation takes it out at once. */
+	{
+		char path[200];
+
+		snprintf(path, sizeof(path), "/v1/keys/%s/rotate", key);
+		json_decref(ith_call("POST", path, admin, NULL, 200, NULL));
+	}
+	before = cache_entries();
+	json_decref(ito_revoke(key, 2, "alice", officer, 200, NULL));
+	after = cache_entries();
+	ith_check(after == before - 1, "the revoked version left the key cache "
+	    "(%g entries before, %g after)", before, after);
+out:
+	json_decref(c);
+	free(out);
+	free(ik.spki);
+}
+
+/* What runs is what was signed; bad bytes import nothing. */
+static void
+test_import_refused(void)
+{
+	struct import_key ik;
+	unsigned char aes[32], w[512], junk[384];
+	const char *key = ith_name("byok");
+	char id[17], dg[65], path[200], db[300];
+	json_t *b, *c, *e;
+	sqlite3 *h = NULL;
+	size_t wlen;
+
+	if (import_key_get(&ik) != 0)
+		return;
+	ith_random(aes, sizeof(aes));
+	if (oaep_wrap(&ik, aes, sizeof(aes), w, &wlen) != 0)
+		goto out;
+	snprintf(path, sizeof(path), "/v1/keys/%s", key);
+
+	/* A wrapped_sha256 that is not the upload's: refused at once. */
+	b = import_body(key, ik.hash, w, wlen);
+	json_object_set_new(json_object_get(b, "params"), "wrapped_sha256",
+	    json_string("00000000000000000000000000000000"
+	    "00000000000000000000000000000000"));
+	json_decref(create(admin, b, 400, "invalid_request"));
+	/* No upload, or an upload to an operation that takes none. */
+	b = import_body(key, ik.hash, w, wlen);
+	json_object_del(b, "wrapped");
+	json_decref(create(admin, b, 400, "invalid_request"));
+	b = body_of("quorum.set", "quorum", "1", NULL, NULL);
+	json_object_set_new(b, "wrapped", json_string("AAAA"));
+	json_decref(create(admin, b, 400, "invalid_request"));
+
+	/* Garbage bytes: the quorum is met, execution fails with a 4xx and
+	 * nothing is created. */
+	ith_random(junk, sizeof(junk));
+	if ((c = create(admin, import_body(key, ik.hash, junk, sizeof(junk)),
+	    201, NULL)) == NULL)
+		goto out;
+	snprintf(id, sizeof(id), "%s", jstr(c, "id"));
+	snprintf(dg, sizeof(dg), "%s", jstr(c, "digest"));
+	json_decref(c);
+	approve2(id, dg);
+	json_decref(execute(id, 400, "invalid_ciphertext"));
+	ith_expect_error("GET", path, admin, NULL, 404, NULL);
+	json_decref(ith_call("POST", cpath(id, "/cancel"), admin, NULL, 200,
+	    NULL));
+
+	/* The stored bytes changed after the officers signed: refused. */
+	if ((c = create(admin, import_body(key, ik.hash, w, wlen), 201, NULL)) ==
+	    NULL)
+		goto out;
+	snprintf(id, sizeof(id), "%s", jstr(c, "id"));
+	snprintf(dg, sizeof(dg), "%s", jstr(c, "digest"));
+	json_decref(c);
+	approve2(id, dg);
+	snprintf(db, sizeof(db), "%s/kmsd.db", ith_data_dir());
+	w[10] ^= 1;
+	if (!ith_check(sqlite3_open(db, &h) == SQLITE_OK &&
+	    sqlite3_busy_timeout(h, 5000) == SQLITE_OK, "opening %s", db))
+		goto out;
+	{
+		sqlite3_stmt *s = NULL;
+
+		ith_check(sqlite3_prepare_v2(h, "UPDATE ceremony_uploads SET data ="
+		    " ?2 WHERE ceremony_id = ?1", -1, &s, NULL) == SQLITE_OK &&
+		    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC) == SQLITE_OK &&
+		    sqlite3_bind_blob(s, 2, w, (int)wlen, SQLITE_STATIC) ==
+		    SQLITE_OK && sqlite3_step(s) == SQLITE_DONE &&
+		    sqlite3_changes(h) == 1, "replacing the stored wrapped key: %s",
+		    sqlite3_errmsg(h));
+		sqlite3_finalize(s);
+	}
+	e = execute(id, 409, "state_changed");
+	ith_check(e != NULL && strstr(json_string_value(json_object_get(
+	    json_object_get(e, "error"), "message")), "wrapped_sha256") != NULL,
+	    "the refusal names wrapped_sha256");
+	json_decref(e);
+	ith_expect_error("GET", path, admin, NULL, 404, NULL);
+out:
+	if (h != NULL)
+		sqlite3_close(h);
+	free(ik.spki);
 }
 
 /* ---- setup ---- */
@@ -1140,6 +1543,12 @@ main(void)
 	    !CU_add_test(s, "officers on a PKCS#11 token, quorum and registry "
 	    "changes", test_officers_and_smartcard) ||
 	    !CU_add_test(s, "audit_key.rotate", test_audit_key) ||
+	    !CU_add_test(s, "key.import: OpenSSL-wrapped key, M-1 waits, "
+	    "M imports", test_import) ||
+	    !CU_add_test(s, "key.import: openssl pkeyutl and kmsctl --wrapped; "
+	    "revoke evicts", test_import_openssl_cli) ||
+	    !CU_add_test(s, "key.import: signed hash, garbage bytes, no upload",
+	    test_import_refused) ||
 	    (s = CU_add_suite("mek rotation", suite_ready, NULL)) == NULL ||
 	    !CU_add_test(s, "10,000 versions, kill -9 twice, resume, disable v1",
 	    test_mek_rotation) ||
