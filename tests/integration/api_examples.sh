@@ -522,6 +522,9 @@ set_var CID id
 ex "cancel it" 200 "" <<'EOF'
 curl -s -H "Authorization: Bearer $ADMIN" "$KMS_ADDR/v1/ceremonies/$CID/cancel" --json '{"reason":"asked in error"}'
 EOF
+ex "the import key of key.import (made on the first read)" 200 "" <<'EOF'
+curl -s -H "Authorization: Bearer $OFFICER" "$KMS_ADDR/v1/import-key"
+EOF
 
 printf '\n%d passed, %d failed\n' "$passed" "$failed"
 [ "$failed" -eq 0 ]
