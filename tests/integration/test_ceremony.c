@@ -448,11 +448,24 @@ test_import_openssl_cli(void)
 	snprintf(md, sizeof(md), "rsa_oaep_md:%s", ik.hash);
 	snprintf(mgf, sizeof(mgf), "rsa_mgf1_md:%s", ik.hash);
 	ith_random(aes, sizeof(aes));
-	if (!ith_check((f = fopen(pem, "w")) != NULL && fputs(ik.pem, f) >= 0 &&
-	    fclose(f) == 0 && (f = fopen(kf, "w")) != NULL &&
+	if (!ith_check((f = fopen(kf, "w")) != NULL &&
 	    fwrite(aes, 1, sizeof(aes), f) == sizeof(aes) && fclose(f) == 0,
-	    "writing the PEM and the AES key"))
+	    "writing the AES key"))
 		goto out;
+	{
+		char *argv[] = { getenv("KMSCTL_BIN"), "ceremony", "import-key",
+			"--out", pem, NULL };
+		unsigned char *got;
+
+		st = run(argv, officer, log);
+		got = ith_read_file(pem, NULL);
+		ith_check(st == 0 && got != NULL && strcmp((char *)got, ik.pem) ==
+		    0, "kmsctl ceremony import-key --out writes the PEM: exit %d\n%s",
+		    st, out = read_log(log));
+		free(got);
+		free(out);
+		out = NULL;
+	}
 	{
 		char *argv[] = { "openssl", "pkeyutl", "-encrypt", "-pubin",
 			"-inkey", pem, "-in", kf, "-out", wf, "-pkeyopt",
