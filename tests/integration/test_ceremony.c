@@ -473,9 +473,12 @@ test_import_openssl_cli(void)
 			NULL };
 
 		st = run(argv, NULL, log);
+		out = read_log(log);
 		if (!ith_check(st == 0, "openssl pkeyutl -encrypt: exit %d\n%s",
-		    st, out = read_log(log)))
+		    st, out))
 			goto out;
+		free(out);
+		out = NULL;
 	}
 	{
 		char kp[200], hp[40];
