@@ -2218,6 +2218,16 @@ oaep_refused(CK_RV rv)
 	    rv == CKR_MECHANISM_INVALID;
 }
 
+/* Answers that say the token or the session failed, not the bytes. */
+static int
+token_fault(CK_RV rv)
+{
+	return rv == CKR_DEVICE_ERROR || rv == CKR_DEVICE_MEMORY ||
+	    rv == CKR_DEVICE_REMOVED || rv == CKR_TOKEN_NOT_PRESENT ||
+	    rv == CKR_SESSION_CLOSED || rv == CKR_SESSION_HANDLE_INVALID ||
+	    rv == CKR_USER_NOT_LOGGED_IN || rv == CKR_CRYPTOKI_NOT_INITIALIZED;
+}
+
 /* C_UnwrapKey of `wrapped` under import key `label` into a temporary
  * extractable AES session object; *rvp keeps the token's answer. */
 static int
@@ -2284,8 +2294,9 @@ hsm_import_oaep_supported(struct hsm *h, const char *label,
 	r = import_unwrap(h, s, label, hash, dummy, sizeof(dummy), &obj, &rv);
 	destroy_quietly(h, s, obj, "import probe");
 	session_put(h, s);
-	ok = (r == KM_OK || r == KM_ERR_INVALID_CIPHERTEXT) && !oaep_refused(rv);
-	if (r == KM_OK || r == KM_ERR_INVALID_CIPHERTEXT) {
+	ok = (r == KM_OK || r == KM_ERR_INVALID_CIPHERTEXT) && !oaep_refused(rv) &&
+	    !token_fault(rv);
+	if ((r == KM_OK || r == KM_ERR_INVALID_CIPHERTEXT) && !token_fault(rv)) {
 		h->oaep_known |= bit;
 		if (ok)
 			h->oaep_ok |= bit;
@@ -2354,6 +2365,8 @@ hsm_key_import(struct hsm *h, enum hsm_key_type type, const char *import_label,
 			r = KM_ERR_INVALID_REQUEST;
 		else if (rv == CKR_HOST_MEMORY)
 			r = KM_ERR_NOMEM;
+		else if (token_fault(rv))
+			r = KM_ERR_HSM;
 	}
 	if (r != KM_OK)
 		goto out;
