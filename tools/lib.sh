@@ -17,6 +17,8 @@ KMS_DEB_PACKAGES=(
 	# libFuzzer and the sanitizer runtimes on Debian 12 (libclang-rt-14-dev
 	# is only a Recommends of libclang-common-14-dev).
 	clang libclang-rt-14-dev valgrind cppcheck
+	# tests/bench/run: the HTTP load generator of the performance table.
+	wrk
 )
 
 kms_say() {
