@@ -15,8 +15,9 @@
  *   create FROM TO CONNS SECONDS
  *             creates keys bench-s<FROM> .. bench-s<TO-1> (aes256-gcm) with
  *             POST /v1/keys from CONNS clients at once, for at most SECONDS;
- *             answers "created <n> failed <m> ms <t> next <i>": n answered
- *             201, m did not, t ms in all, i the first name not asked for
+ *             answers "created <n> failed <m> ms <t> next <i> status <s>":
+ *             n answered 201, m did not, t ms in all, i the first name not
+ *             asked for, s the status of the last failure (0: no answer)
  *   restart   stops kmsd (SIGTERM) and starts it again; answers
  *             "started <ms> pid <pid> url <url>", ms from fork to
  *             GET /v1/ready == 200 (polled every 50 ms)
@@ -50,7 +51,7 @@ static int failed;
 /* The key creation command: the clients share the next name to ask for. */
 static struct {
 	pthread_mutex_t lock;
-	long next, to, created, failed;
+	long next, to, created, failed, bad_status;
 	long long deadline_ms;
 } C = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
@@ -187,8 +188,10 @@ create_client(void *arg)
 		pthread_mutex_lock(&C.lock);
 		if (st == 201)
 			C.created++;
-		else
+		else {
 			C.failed++;
+			C.bad_status = st;
+		}
 		pthread_mutex_unlock(&C.lock);
 	}
 	if (c != NULL)
@@ -213,7 +216,7 @@ create(const char *args)
 	t0 = ith_now_ms();
 	C.next = from;
 	C.to = to;
-	C.created = C.failed = 0;
+	C.created = C.failed = C.bad_status = 0;
 	C.deadline_ms = t0 + secs * 1000;
 	for (i = 0; i < conns; i++)
 		if (pthread_create(&tid[started], NULL, create_client, NULL) == 0)
@@ -224,8 +227,8 @@ create(const char *args)
 		say("error", "cannot start a client thread");
 		return;
 	}
-	snprintf(line, sizeof(line), "%ld failed %ld ms %lld next %ld",
-	    C.created, C.failed, ith_now_ms() - t0, C.next);
+	snprintf(line, sizeof(line), "%ld failed %ld ms %lld next %ld status %ld",
+	    C.created, C.failed, ith_now_ms() - t0, C.next, C.bad_status);
 	say("created", line);
 }
 

@@ -271,7 +271,7 @@ main(int argc, char **argv)
 	if (measure(slot, threads, atof(argv[3])) == 0)
 		rc = 0;
 out:
-	memset(pin, 0, sizeof(pin));
+	explicit_bzero(pin, sizeof(pin));
 	if (inited)
 		p11_kit_module_finalize(fn);
 	if (modules != NULL)

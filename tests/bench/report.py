@@ -113,6 +113,10 @@ def render(res, machine):
     for k, v in machine:
         if k not in ("date", "seconds a row", "wrk threads"):
             out.append("- %s: %s" % (k, v))
+    loads = [float(kv["load"]) for kv in res.values() if "load" in kv]
+    if loads:
+        out.append("- load average (1 min) as the rows started: %.2f to %.2f"
+                   % (min(loads), max(loads)))
     out.append("")
     out.append("| row | load | rate/s | items/s | p50 ms | p99 ms | ratio |")
     out.append("|---|---:|---:|---:|---:|---:|---|")
@@ -182,7 +186,8 @@ def render(res, machine):
             n, ms = int(cr["created"]), int(cr["ms"])
             note = "{:,} keys in {:.1f} s".format(n, ms / 1000)
             if int(cr.get("errors", 0)):
-                note += ", %s not created" % cr["errors"]
+                note += ", %s not created (last status %s)" % (
+                    cr["errors"], cr.get("status", "?"))
             if cr.get("cut") == "1":
                 note += ", stopped by the time limit"
             out.append("| key creation (POST /v1/keys) | %s clients | %s | | | | %s |" %
