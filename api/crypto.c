@@ -252,8 +252,8 @@ wrap_item(struct job *j, json_t *item, json_t **result, json_t *audit_item)
 {
 	struct blob_context c;
 	unsigned char *pt = NULL;
-	size_t ptlen = 0, b64len;
-	const char *b64;
+	size_t ptlen = 0, b64len = 0;
+	const char *b64 = NULL;
 	char *blob = NULL;
 	uint32_t version = 0;
 	km_err r;
@@ -284,8 +284,8 @@ unwrap_item(struct job *j, json_t *item, json_t **result, json_t *audit_item)
 {
 	struct blob_context c;
 	unsigned char *pt = NULL;
-	size_t ptlen = 0, ctlen;
-	const char *ct;
+	size_t ptlen = 0, ctlen = 0;
+	const char *ct = NULL;
 	char *b64 = NULL;
 	uint32_t version = 0;
 	km_err r;
@@ -358,8 +358,8 @@ rewrap_item(struct job *j, json_t *item, json_t **result, json_t *audit_item)
 	struct blob_context c, dc;
 	struct store_key *dk;
 	unsigned char *pt = NULL;
-	size_t ptlen = 0, ctlen;
-	const char *ct, *dname = NULL, *dctx_field = "context";
+	size_t ptlen = 0, ctlen = 0;
+	const char *ct = NULL, *dname = NULL, *dctx_field = "context";
 	char *blob = NULL;
 	uint32_t version = 0, newv = 0;
 	json_t *d = json_object_get(item, "destination_key");

@@ -777,11 +777,12 @@ hsm_key_type_is_pair(enum hsm_key_type type)
 int
 hsm_key_type_supported(struct hsm *h, enum hsm_key_type type)
 {
-	static const struct {
+	struct need {
 		CK_MECHANISM_TYPE mech;
 		CK_FLAGS need;
 		const char *name;
-	} aes[] = {
+	};
+	static const struct need aes[] = {
 		{ CKM_AES_KEY_GEN, CKF_GENERATE, "CKM_AES_KEY_GEN" },
 		{ CKM_AES_GCM, CKF_ENCRYPT, "CKM_AES_GCM" },
 		{ 0, 0, NULL },
@@ -800,7 +801,10 @@ hsm_key_type_supported(struct hsm *h, enum hsm_key_type type)
 		    "CKM_EC_EDWARDS_KEY_PAIR_GEN" },
 		{ CKM_EDDSA, CKF_SIGN, "CKM_EDDSA" },
 		{ 0, 0, NULL },
-	}, *m;
+	};
+	/* Not in the static declaration above: a static cursor would be
+	 * shared by every HTTP thread creating keys at the same time. */
+	const struct need *m;
 	CK_MECHANISM_INFO info;
 	CK_RV rv;
 
