@@ -808,6 +808,11 @@ roll_segment(struct audit *a)
 
 	while (a->syncing)
 		pthread_cond_wait(&a->synced, &a->lock);
+	/* Another writer may have rolled, or failed, while this one waited. */
+	if (a->failed)
+		return KM_ERR_AUDIT;
+	if ((uint64_t)a->size < a->segment_bytes)
+		return KM_OK;
 	if (a->durable_seq < a->written_seq) {
 		if (fdatasync(a->fd) != 0) {
 			log_error("audit: fdatasync of %s failed: %s", a->path,

@@ -671,6 +671,57 @@ test_concurrent(void)
 	free(data);
 }
 
+/* Writers racing at a segment's end roll it once: every segment but the
+ * newest reached the size limit. */
+static void
+test_concurrent_roll(void)
+{
+	static struct worker w[N_THREADS];
+	pthread_t th[N_THREADS];
+	char d[300], path[600], *names[512];
+	struct dirent *de;
+	struct chain ch;
+	struct stat st;
+	size_t n = 0, i, nseg, small = 0;
+	DIR *dd;
+	struct audit *a = NULL;
+	int t;
+
+	new_dir(d, sizeof(d));
+	CU_ASSERT_EQUAL_FATAL(audit_open(d, &a), KM_OK);
+	audit_set_segment_bytes(a, 4096);
+	for (t = 0; t < N_THREADS; t++) {
+		w[t].a = a;
+		w[t].id = t;
+		w[t].failures = 0;
+		CU_ASSERT_EQUAL_FATAL(pthread_create(&th[t], NULL, worker_run,
+		    &w[t]), 0);
+	}
+	for (t = 0; t < N_THREADS; t++) {
+		CU_ASSERT_EQUAL(pthread_join(th[t], NULL), 0);
+		CU_ASSERT_EQUAL(w[t].failures, 0);
+	}
+	audit_free(a);
+	verify_dir(d, &ch, &nseg);
+	CU_ASSERT_EQUAL(ch.n, N_THREADS * N_PER_THREAD);
+	CU_ASSERT_EQUAL(ch.bad_seq, UINT64_MAX);
+	chain_clear(&ch);
+	dd = opendir(d);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(dd);
+	while ((de = readdir(dd)) != NULL && n < 512)
+		if (strncmp(de->d_name, "audit-", 6) == 0)
+			names[n++] = strdup(de->d_name);
+	closedir(dd);
+	qsort(names, n, sizeof(names[0]), cmp_str);
+	for (i = 0; i < n; i++) {
+		snprintf(path, sizeof(path), "%s/%s", d, names[i]);
+		if (i + 1 < n && (stat(path, &st) != 0 || st.st_size < 4096))
+			small++;
+		free(names[i]);
+	}
+	CU_ASSERT_EQUAL(small, 0);
+}
+
 static void
 test_segments(void)
 {
@@ -1060,6 +1111,7 @@ main(void)
 		{ "unchained last line is refused", test_unchained_tail },
 		{ "8 threads x 200 appends", test_concurrent },
 		{ "segments continue the chain", test_segments },
+		{ "racing writers roll a segment once", test_concurrent_roll },
 		{ "a missing middle segment is refused", test_missing_middle_segment },
 		{ "scan by seq range", test_scan },
 		{ "signed checkpoints", test_checkpoints },
