@@ -44,7 +44,7 @@ static const struct cfg_item cfg_items[] = {
 	{ "tls_priorities", S(tls_priorities), "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2", 0, 0, "GnuTLS priority string" },
 	{ "mtls_subjects_file", S(mtls_subjects_file), NULL, 0, 0, "lines '<token id> <RFC 2253 subject>': a verified client certificate with that subject acts as that token" },
 	{ "log_level", S(log_level), "info", 0, 0, "error, warn, info or debug" },
-	{ "http_threads", L(http_threads), "0", 0, 256, "HTTP worker threads (0: one per core)" },
+	{ "http_threads", L(http_threads), "0", 0, 256, "HTTP worker threads (0: 16 per core, at most 256); each holds its request while the audit record is fsynced" },
 	{ "hsm_sessions", L(hsm_sessions), "0", 0, 1024, "PKCS#11 sessions in the pool (0: http_threads + 2)" },
 	{ "key_cache_size", L(key_cache_size), "4096", 1, 10000000, "unwrapped key versions cached as token session objects" },
 	{ "max_body", L(max_body), "1048576", 1024, 64 << 20, "largest request body in bytes (larger: 413)" },
@@ -246,8 +246,13 @@ cfg_load(const char *path, struct cfg **out)
 		goto out;
 	}
 	cores = sysconf(_SC_NPROCESSORS_ONLN);
+	/* A worker holds its request until the audit fsync covering it is
+	 * done, so the pool bounds how many records share one fsync
+	 * (docs/PERFORMANCE.md): several workers per core, not one. */
 	if (c->http_threads == 0)
-		c->http_threads = cores > 0 ? cores : 2;
+		c->http_threads = CFG_THREADS_PER_CORE * (cores > 0 ? cores : 2);
+	if (c->http_threads > 256)
+		c->http_threads = 256;
 	if (c->hsm_sessions == 0)
 		c->hsm_sessions = c->http_threads + 2;
 	*out = c;

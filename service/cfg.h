@@ -7,6 +7,9 @@
 
 #include "km.h"
 
+/* Default HTTP workers per core (http_threads = 0). */
+#define CFG_THREADS_PER_CORE 16
+
 struct cfg {
 	char *data_dir;		/* data_dir, KMS_DATA_DIR; default ./var */
 	char *listen;		/* listen, KMS_LISTEN; host:port, default 127.0.0.1:8420 */
@@ -24,7 +27,7 @@ struct cfg {
 	char *tls_priorities;
 	char *mtls_subjects_file;
 	char *log_level;	/* error|warn|info|debug */
-	long http_threads;	/* libmicrohttpd thread pool; default: cores */
+	long http_threads;	/* libmicrohttpd thread pool; default: 16 per core */
 	long hsm_sessions;	/* PKCS#11 session pool; default http_threads + 2 */
 	long key_cache_size;	/* unwrapped named-key versions kept in the token */
 	long max_body;		/* bytes; default 1 MiB */

@@ -73,7 +73,7 @@ static void
 test_defaults(void)
 {
 	struct cfg *c = NULL;
-	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	long cores = sysconf(_SC_NPROCESSORS_ONLN), want;
 
 	clear_kms_env();
 	CU_ASSERT_EQUAL_FATAL(cfg_load(NULL, &c), KM_OK);
@@ -87,7 +87,8 @@ test_defaults(void)
 	CU_ASSERT_STRING_EQUAL(c->audit_dir, "./var/audit");
 	CU_ASSERT_PTR_NULL(c->port_file);
 	CU_ASSERT_STRING_EQUAL(c->log_level, "info");
-	CU_ASSERT_EQUAL(c->http_threads, cores > 0 ? cores : 2);
+	want = CFG_THREADS_PER_CORE * (cores > 0 ? cores : 2);
+	CU_ASSERT_EQUAL(c->http_threads, want > 256 ? 256 : want);
 	CU_ASSERT_EQUAL(c->hsm_sessions, c->http_threads + 2);
 	CU_ASSERT_EQUAL(c->key_cache_size, 4096);
 	CU_ASSERT_EQUAL(c->max_body, 1048576);
