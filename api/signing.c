@@ -294,15 +294,10 @@ sign_key_or_respond(struct api_req *rq, struct store_key **k)
 static int
 version_kid(const struct store_version *v, char kid[44])
 {
-	json_t *jwk = NULL;
-	int r;
-
 	kid[0] = '\0';
 	if (v->public_key == NULL)
 		return KM_ERR_NOT_FOUND;
-	r = jwk_from_spki(v->public_key, v->public_key_len, &jwk, kid);
-	json_decref(jwk);
-	return r;
+	return jwk_kid(v->public_key, v->public_key_len, kid);
 }
 
 /* "ES256", or "RS256 or PS256", for messages. */

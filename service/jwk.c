@@ -1,6 +1,7 @@
 /* JWK and PEM forms of public keys; kid = RFC 7638 thumbprint. */
 #include "jwk.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -124,6 +125,46 @@ out:
 	json_decref(j);
 	EVP_PKEY_free(pkey);
 	return r;
+}
+
+/* Thumbprints of recently used public keys, by SHA-256 of their DER. */
+#define KID_MEMO_SLOTS 256
+
+static struct {
+	unsigned char spki_hash[SHA256_DIGEST_LENGTH];
+	char kid[44];
+	int used;
+} kid_memo[KID_MEMO_SLOTS];
+static pthread_mutex_t kid_memo_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int
+jwk_kid(const unsigned char *der, size_t der_len, char kid[44])
+{
+	unsigned char h[SHA256_DIGEST_LENGTH];
+	json_t *jwk = NULL;
+	size_t slot;
+	int r, hit = 0;
+
+	SHA256(der, der_len, h);
+	slot = ((size_t)h[0] << 8 | h[1]) % KID_MEMO_SLOTS;
+	pthread_mutex_lock(&kid_memo_lock);
+	if (kid_memo[slot].used && memcmp(kid_memo[slot].spki_hash, h,
+	    sizeof(h)) == 0) {
+		memcpy(kid, kid_memo[slot].kid, 44);
+		hit = 1;
+	}
+	pthread_mutex_unlock(&kid_memo_lock);
+	if (hit)
+		return KM_OK;
+	if ((r = jwk_from_spki(der, der_len, &jwk, kid)) != KM_OK)
+		return r;
+	json_decref(jwk);
+	pthread_mutex_lock(&kid_memo_lock);
+	memcpy(kid_memo[slot].spki_hash, h, sizeof(h));
+	memcpy(kid_memo[slot].kid, kid, 44);
+	kid_memo[slot].used = 1;
+	pthread_mutex_unlock(&kid_memo_lock);
+	return KM_OK;
 }
 
 int

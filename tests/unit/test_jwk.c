@@ -136,6 +136,50 @@ test_rfc8037_example(void)
 	free(x);
 }
 
+/* jwk_kid is jwk_from_spki's kid, asked once or again, for many keys
+ * (more than the memo holds) and refuses what jwk_from_spki refuses. */
+static void
+test_kid_memo(void)
+{
+	enum { N = 300 };
+	static char first[N][44];
+	unsigned char *ders[N];
+	int lens[N], i, round, bad = 0;
+	json_t *jwk;
+	char kid[44], want[44];
+	unsigned char junk[91] = { 0x30, 0x59 };
+
+	for (i = 0; i < N; i++) {
+		EVP_PKEY *pkey = EVP_EC_gen("P-256");
+
+		ders[i] = NULL;
+		CU_ASSERT_PTR_NOT_NULL_FATAL(pkey);
+		lens[i] = i2d_PUBKEY(pkey, &ders[i]);
+		CU_ASSERT_FATAL(lens[i] > 0);
+		EVP_PKEY_free(pkey);
+	}
+	for (round = 0; round < 2; round++) {
+		for (i = 0; i < N; i++) {
+			jwk = NULL;
+			if (jwk_from_spki(ders[i], (size_t)lens[i], &jwk, want) !=
+			    KM_OK || jwk_kid(ders[i], (size_t)lens[i], kid) != KM_OK ||
+			    strcmp(kid, want) != 0)
+				bad++;
+			if (round == 0)
+				memcpy(first[i], kid, sizeof(kid));
+			else if (strcmp(first[i], kid) != 0)
+				bad++;
+			json_decref(jwk);
+		}
+	}
+	CU_ASSERT_EQUAL(bad, 0);
+	CU_ASSERT_NOT_EQUAL(strcmp(first[0], first[1]), 0);
+	CU_ASSERT_NOT_EQUAL(jwk_kid(junk, sizeof(junk), kid), KM_OK);
+	CU_ASSERT_NOT_EQUAL(jwk_kid(junk, sizeof(junk), kid), KM_OK);
+	for (i = 0; i < N; i++)
+		OPENSSL_free(ders[i]);
+}
+
 /* P-256: x and y are 32 bytes each even with leading zero bytes, and the
  * kid is the SHA-256 of exactly {"crv","kty","x","y"} in that order. */
 static void
@@ -216,6 +260,7 @@ main(void)
 		{ "RFC 8037 appendix A.3 Ed25519 thumbprint", test_rfc8037_example },
 		{ "P-256 members and canonical thumbprint", test_ec_members },
 		{ "PEM of a public key", test_pem },
+		{ "remembered kids are the computed ones", test_kid_memo },
 		{ NULL, NULL },
 	};
 
