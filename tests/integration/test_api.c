@@ -212,6 +212,38 @@ test_plaintext_bounds(void)
 #define BATCH 1000
 static unsigned char batch_pt[BATCH][64];
 static size_t batch_len[BATCH];
+static unsigned char batch_nonce[BATCH][12];
+
+static int
+cmp_nonce(const void *x, const void *y)
+{
+	return memcmp(x, y, 12);
+}
+
+/* Every blob of a batch has a nonce of its own (they are drawn from the
+ * DRBG in groups). */
+static size_t
+batch_repeated_nonces(json_t *res)
+{
+	size_t i, n = 0, repeated = 0;
+
+	for (i = 0; i < BATCH; i++) {
+		const char *ct = json_string_value(json_object_get(
+		    json_array_get(res, i), "ciphertext"));
+		const char *p = ct ? strrchr(ct, ':') : NULL;
+		unsigned char *raw = NULL;
+		size_t len = 0;
+
+		if (p != NULL && ith_unb64(p + 1, &raw, &len) == 0 && len > 12)
+			memcpy(batch_nonce[n++], raw, 12);
+		free(raw);
+	}
+	qsort(batch_nonce, n, 12, cmp_nonce);
+	for (i = 1; i < n; i++)
+		if (memcmp(batch_nonce[i - 1], batch_nonce[i], 12) == 0)
+			repeated++;
+	return n == BATCH ? repeated : BATCH;
+}
 
 static void
 test_batch_roundtrip(void)
@@ -257,6 +289,8 @@ test_batch_roundtrip(void)
 	}
 	ith_check(bad == 0, "batch wrap: %zu of %d results lack ciphertext/key_version 1"
 	    " (first: %zu)", bad, BATCH, first_bad);
+	ith_check(batch_repeated_nonces(res) == 0, "batch wrap: nonces repeat "
+	    "or are missing");
 	json_decref(a);
 
 	a = ith_call("POST", it_kpath(key, "unwrap"), T.app,
