@@ -729,27 +729,59 @@ write_all(int fd, const char *p, size_t n)
 	return 0;
 }
 
-/* Builds the line for `rec` with seq/ts/prev first. Called with the lock. */
+/* The JSON text of `rec` without any seq/ts/prev of its own (the writer
+ * sets those); built before the lock is taken. */
 static char *
-format_line(struct audit *a, json_t *rec)
+record_body(json_t *rec)
 {
-	char ts[40], prev_hex[65];
-	json_t *line;
+	json_t *copy = NULL;
 	char *s;
+
+	if (json_object_get(rec, "seq") != NULL ||
+	    json_object_get(rec, "ts") != NULL ||
+	    json_object_get(rec, "prev") != NULL) {
+		if ((copy = json_copy(rec)) == NULL)
+			return NULL;
+		json_object_del(copy, "seq");
+		json_object_del(copy, "ts");
+		json_object_del(copy, "prev");
+		rec = copy;
+	}
+	s = json_dumps(rec, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(copy);
+	return s;
+}
+
+/* The line: seq/ts/prev first, then the members of `body` (record_body)
+ * in their order. Called with the lock. */
+static char *
+format_line(struct audit *a, const char *body, size_t *len)
+{
+	char ts[40], prev_hex[65], head[160], *line;
+	size_t hlen, blen = strlen(body);
+	int n;
 
 	km_time_format(km_now_us(), 1, ts, sizeof(ts));
 	km_hex(a->prev, sizeof(a->prev), prev_hex);
-	line = json_pack("{s:I, s:s, s:s}", "seq", (json_int_t)a->next_seq,
-	    "ts", ts, "prev", prev_hex);
-	if (line == NULL)
+	n = snprintf(head, sizeof(head), "{\"seq\":%" PRIu64 ",\"ts\":\"%s\","
+	    "\"prev\":\"%s\"", a->next_seq, ts, prev_hex);
+	if (n < 0 || (size_t)n >= sizeof(head) || blen < 2 || body[0] != '{')
 		return NULL;
-	if (json_object_update_missing(line, rec) != 0) {
-		json_decref(line);
+	hlen = (size_t)n;
+	/* Room for the newline the caller adds. */
+	if ((line = malloc(hlen + blen + 2)) == NULL)
 		return NULL;
+	memcpy(line, head, hlen);
+	if (blen == 2) {
+		line[hlen] = '}';
+		*len = hlen + 1;
+	} else {
+		line[hlen] = ',';
+		memcpy(line + hlen + 1, body + 1, blen - 1);
+		*len = hlen + blen;
 	}
-	s = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER);
-	json_decref(line);
-	return s;
+	line[*len] = '\0';
+	return line;
 }
 
 /* Waits until record `seq` is durable, running the fsync itself when no
@@ -839,21 +871,20 @@ roll_segment(struct audit *a)
 /* Writes one record and waits until it is durable. Called with the lock,
  * the log not failed. */
 static int
-append_locked(struct audit *a, json_t *rec, uint64_t *seq)
+append_locked(struct audit *a, const char *body, uint64_t *seq)
 {
 	char *line = NULL;
-	size_t len;
+	size_t len = 0;
 	uint64_t my;
 	int r;
 
 	if ((uint64_t)a->size >= a->segment_bytes &&
 	    (r = roll_segment(a)) != KM_OK)
 		goto out;
-	if ((line = format_line(a, rec)) == NULL) {
+	if ((line = format_line(a, body, &len)) == NULL) {
 		r = KM_ERR_NOMEM;
 		goto out;
 	}
-	len = strlen(line);
 	if (len + 1 > MAX_LINE) {
 		log_error("audit: record of %zu bytes is over the line limit", len);
 		r = KM_ERR_AUDIT;
@@ -914,7 +945,7 @@ static void
 try_recover(struct audit *a)
 {
 	int64_t now = km_now_us(), since_us = a->failed_since;
-	char since[40];
+	char since[40], *body;
 	json_t *rec;
 	off_t cut = 0;
 
@@ -932,17 +963,19 @@ try_recover(struct audit *a)
 	rec = json_pack("{s:s, s:s, s:s, s:s, s:i, s:n, s:n, s:s}",
 	    "request_id", "", "actor", "kmsd", "op", "audit.resume",
 	    "outcome", "ok", "status", 0, "key", "version", "failed_since", since);
-	if (rec == NULL)
+	body = rec ? record_body(rec) : NULL;
+	json_decref(rec);
+	if (body == NULL)
 		return;
 	a->failed = 0;
-	if (append_locked(a, rec, NULL) == KM_OK) {
+	if (append_locked(a, body, NULL) == KM_OK) {
 		log_warn("audit: log writable again at seq %" PRIu64,
 		    a->next_seq - 1);
 	} else {
 		a->failed = 1;
 		a->failed_since = since_us;
 	}
-	json_decref(rec);
+	free(body);
 }
 
 static void maybe_checkpoint(struct audit *a);
@@ -950,14 +983,19 @@ static void maybe_checkpoint(struct audit *a);
 int
 audit_append(struct audit *a, json_t *rec, uint64_t *seq)
 {
+	char *body;
 	int r;
 
 	if (seq != NULL)
 		*seq = 0;
+	/* Serialised outside the lock: only seq, ts and prev need it. */
+	if ((body = record_body(rec)) == NULL)
+		return KM_ERR_NOMEM;
 	pthread_mutex_lock(&a->lock);
 	try_recover(a);
-	r = a->failed ? KM_ERR_AUDIT : append_locked(a, rec, seq);
+	r = a->failed ? KM_ERR_AUDIT : append_locked(a, body, seq);
 	pthread_mutex_unlock(&a->lock);
+	free(body);
 	if (r == KM_OK)
 		maybe_checkpoint(a);
 	return r;

@@ -722,6 +722,54 @@ test_concurrent_roll(void)
 	CU_ASSERT_EQUAL(small, 0);
 }
 
+/* The writer's seq, ts and prev come first and win over members of the
+ * same name; the record's members follow in their order; an empty record
+ * is a line of those three only. */
+static void
+test_line_layout(void)
+{
+	struct audit *a = NULL;
+	char d[300], *data, *nl, *second;
+	json_t *rec, *line;
+	const char *tail = ",\"op\":\"x\",\"b\":1,\"a\":2}";
+	size_t len;
+
+	new_dir(d, sizeof(d));
+	CU_ASSERT_EQUAL_FATAL(audit_open(d, &a), KM_OK);
+	rec = json_pack("{s:s, s:i, s:i, s:i, s:s, s:s}", "op", "x", "seq", 99,
+	    "b", 1, "a", 2, "ts", "then", "prev", "none");
+	CU_ASSERT_EQUAL(audit_append(a, rec, NULL), KM_OK);
+	json_decref(rec);
+	rec = json_object();
+	CU_ASSERT_EQUAL(audit_append(a, rec, NULL), KM_OK);
+	json_decref(rec);
+	audit_free(a);
+
+	data = ut_read_file(seg_path(d), &len);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(data);
+	nl = strchr(data, '\n');
+	CU_ASSERT_PTR_NOT_NULL_FATAL(nl);
+	*nl = '\0';
+	second = nl + 1;
+	CU_ASSERT_EQUAL(strncmp(data, "{\"seq\":0,\"ts\":\"", 14), 0);
+	CU_ASSERT(strlen(data) > strlen(tail) &&
+	    strcmp(data + strlen(data) - strlen(tail), tail) == 0);
+	CU_ASSERT_PTR_NOT_NULL(strstr(data, ",\"prev\":\"" "0000000000000000"));
+	CU_ASSERT_PTR_NULL(strstr(data, "then"));
+	CU_ASSERT_PTR_NULL(strstr(data, "none"));
+	CU_ASSERT_PTR_NULL(strstr(data, "99"));
+	nl = strchr(second, '\n');
+	CU_ASSERT_PTR_NOT_NULL_FATAL(nl);
+	*nl = '\0';
+	line = json_loads(second, 0, NULL);
+	CU_ASSERT_PTR_NOT_NULL(line);
+	CU_ASSERT_EQUAL(json_object_size(line), 3);
+	CU_ASSERT_EQUAL(json_integer_value(json_object_get(line, "seq")), 1);
+	CU_ASSERT_EQUAL(strncmp(second, "{\"seq\":1,\"ts\":\"", 14), 0);
+	json_decref(line);
+	free(data);
+}
+
 static void
 test_segments(void)
 {
@@ -1110,6 +1158,7 @@ main(void)
 		{ "garbage last line is refused", test_garbage_tail },
 		{ "unchained last line is refused", test_unchained_tail },
 		{ "8 threads x 200 appends", test_concurrent },
+		{ "line layout: writer's fields first", test_line_layout },
 		{ "segments continue the chain", test_segments },
 		{ "racing writers roll a segment once", test_concurrent_roll },
 		{ "a missing middle segment is refused", test_missing_middle_segment },
