@@ -658,11 +658,162 @@ out:
 
 /* ---- server commands ---- */
 
+/* One server command's command line: its words in messages ("key create "),
+ * its help, the options it takes and how many operands it wants. */
+struct cmd_spec {
+	const char *cmd;
+	const char *usage;
+	const struct option *opts;
+	int nargs;
+	const char *nargs_error;	/* when not nargs operands (nargs > 0) */
+	int once;			/* rotation and expiry at most once each */
+};
+
+/* What parse_args() found; a command's option table says which of these
+ * it can be given. */
+struct args {
+	const char *token_file, *in, *out, *pt_out, *to;
+	const char *type, *period, *expires, *required;
+	const char *role, *keys, *desc, *ttl;
+	json_t *ctx, *to_ctx;		/* --context, --to-context */
+	int json, force, bits, no_rotation, no_expiry;
+	char **arg;			/* the operands */
+	int help;			/* --help was printed: return the status */
+};
+
+static void
+args_free(struct args *a)
+{
+	json_decref(a->ctx);
+	json_decref(a->to_ctx);
+}
+
+/* Parses the options and operands of `s` into *a (args_free() it whatever
+ * the status). Returns CLI_OK, or the exit status after printing why. */
+static int
+parse_args(int argc, char **argv, const struct cmd_spec *s, struct args *a)
+{
+	int ch, r, n_period = 0, n_expires = 0;
+
+	*a = (struct args){ .bits = 256 };
+	while ((ch = cli_next_opt(argc, argv, s->opts)) != -1) {
+		switch (ch) {
+		case OPT_HELP:
+			a->help = 1;
+			return cli_print_help(s->usage);
+		case OPT_TOKEN_FILE:
+			a->token_file = optarg;
+			break;
+		case OPT_JSON:
+			a->json = 1;
+			break;
+		case OPT_FORCE:
+			a->force = 1;
+			break;
+		case OPT_CONTEXT:
+		case OPT_TO_CONTEXT:
+			if ((r = add_context(s->cmd, ch == OPT_CONTEXT ? &a->ctx :
+			    &a->to_ctx, optarg)) != CLI_OK)
+				return r;
+			break;
+		case OPT_IN:
+			a->in = optarg;
+			break;
+		case OPT_OUT:
+			a->out = optarg;
+			break;
+		case OPT_PLAINTEXT_OUT:
+			a->pt_out = optarg;
+			break;
+		case OPT_TO:
+			a->to = optarg;
+			break;
+		case OPT_BITS:
+			if (strcmp(optarg, "128") == 0)
+				a->bits = 128;
+			else if (strcmp(optarg, "256") == 0)
+				a->bits = 256;
+			else
+				return cli_usage_error(s->cmd, "--bits must be 128 "
+				    "or 256");
+			break;
+		case OPT_TYPE:
+			a->type = optarg;
+			break;
+		case OPT_ROTATION_PERIOD:
+		case OPT_NO_ROTATION:
+			if (s->once && n_period++ > 0)
+				goto twice;
+			a->period = optarg;
+			a->no_rotation = ch == OPT_NO_ROTATION;
+			break;
+		case OPT_EXPIRES_AT:
+		case OPT_NO_EXPIRY:
+			if (s->once && n_expires++ > 0)
+				goto twice;
+			a->expires = optarg;
+			a->no_expiry = ch == OPT_NO_EXPIRY;
+			break;
+		case OPT_REQUIRED_CONTEXT:
+			a->required = optarg;
+			break;
+		case OPT_ROLE:
+			a->role = optarg;
+			break;
+		case OPT_KEYS:
+			a->keys = optarg;
+			break;
+		case OPT_DESCRIPTION:
+			a->desc = optarg;
+			break;
+		case OPT_TTL:
+			a->ttl = optarg;
+			break;
+		default:
+			return cli_usage_hint(s->cmd);
+		}
+	}
+	if (argc - optind != s->nargs) {
+		if (s->nargs == 0)
+			return cli_usage_error(s->cmd, "unexpected argument '%s'",
+			    argv[optind]);
+		return cli_usage_error(s->cmd, "%s", s->nargs_error);
+	}
+	a->arg = argv + optind;
+	return CLI_OK;
+twice:
+	return cli_usage_error(s->cmd, "give the rotation and the expiry once "
+	    "each");
+}
+
 /* Opens the client, with --token-file from the command or the global one. */
 static int
 open_http(const char *token_file, struct cli_http **h)
 {
 	return cli_http_new(token_file != NULL ? token_file : g_token_file, h);
+}
+
+/* Sends `method` (with `body` when not NULL) to `prefix` + the escaped
+ * `name` + `suffix`, or to `prefix` alone when `name` is NULL; *ans as for
+ * cli_http_call(). */
+static int
+server_call(const struct args *a, const char *method, const char *prefix,
+    const char *name, const char *suffix, const json_t *body, json_t **ans)
+{
+	struct cli_http *h = NULL;
+	char *path = NULL;
+	int r;
+
+	if ((r = open_http(a->token_file, &h)) != CLI_OK)
+		goto out;
+	if (name != NULL &&
+	    (r = cli_http_path(h, prefix, name, suffix, &path)) != CLI_OK)
+		goto out;
+	r = cli_http_call(h, method, path != NULL ? path : prefix, body, ans);
+out:
+	free(path);
+	cli_http_free(h);
+	return r;
 }
 
 static int
@@ -676,51 +827,28 @@ cmd_key_create(int argc, char **argv)
 		{ "required-context", required_argument, NULL, OPT_REQUIRED_CONTEXT },
 		O_END
 	};
-	const char *token_file = NULL, *type = "aes256-gcm", *period = NULL;
-	const char *expires = NULL, *required = NULL;
-	struct cli_http *h = NULL;
+	static const struct cmd_spec spec = {
+		"key create ", usage_key_create, opts, 1, "expected one key NAME", 0
+	};
+	struct args a;
 	json_t *body = NULL, *ans = NULL, *rc = NULL;
 	char *names = NULL, *p, *save = NULL;
-	int ch, json = 0, failed = 0, r = CLI_USAGE;
+	int failed = 0, r;
 
-	while ((ch = cli_next_opt(argc, argv, opts)) != -1) {
-		switch (ch) {
-		case OPT_HELP:
-			return cli_print_help(usage_key_create);
-		case OPT_TOKEN_FILE:
-			token_file = optarg;
-			break;
-		case OPT_JSON:
-			json = 1;
-			break;
-		case OPT_TYPE:
-			type = optarg;
-			break;
-		case OPT_ROTATION_PERIOD:
-			period = optarg;
-			break;
-		case OPT_EXPIRES_AT:
-			expires = optarg;
-			break;
-		case OPT_REQUIRED_CONTEXT:
-			required = optarg;
-			break;
-		default:
-			return cli_usage_hint("key create ");
-		}
-	}
-	if (argc - optind != 1)
-		return cli_usage_error("key create ", "expected one key NAME");
+	if ((r = parse_args(argc, argv, &spec, &a)) != CLI_OK || a.help)
+		goto out;
 	if ((body = json_object()) == NULL)
 		goto nomem;
-	set_new(body, "name", json_string(argv[optind]), &failed);
-	set_new(body, "type", json_string(type), &failed);
-	if (period != NULL)
-		set_new(body, "rotation_period", json_string(period), &failed);
-	if (expires != NULL)
-		set_new(body, "expires_at", json_string(expires), &failed);
-	if (required != NULL) {
-		if ((names = strdup(required)) == NULL || (rc = json_array()) == NULL)
+	set_new(body, "name", json_string(a.arg[0]), &failed);
+	set_new(body, "type", json_string(a.type != NULL ? a.type : "aes256-gcm"),
+	    &failed);
+	if (a.period != NULL)
+		set_new(body, "rotation_period", json_string(a.period), &failed);
+	if (a.expires != NULL)
+		set_new(body, "expires_at", json_string(a.expires), &failed);
+	if (a.required != NULL) {
+		if ((names = strdup(a.required)) == NULL ||
+		    (rc = json_array()) == NULL)
 			goto nomem;
 		for (p = strtok_r(names, ",", &save); p != NULL;
 		    p = strtok_r(NULL, ",", &save))
@@ -733,10 +861,10 @@ cmd_key_create(int argc, char **argv)
 		r = cli_usage_error("key create ", "arguments must be valid UTF-8");
 		goto out;
 	}
-	if ((r = open_http(token_file, &h)) != CLI_OK ||
-	    (r = cli_http_call(h, "POST", "/v1/keys", body, &ans)) != CLI_OK)
+	if ((r = server_call(&a, "POST", "/v1/keys", NULL, NULL, body,
+	    &ans)) != CLI_OK)
 		goto out;
-	r = json ? print_json(ans) : print_key(ans);
+	r = a.json ? print_json(ans) : print_key(ans);
 	goto out;
 nomem:
 	fprintf(stderr, "kmsctl: out of memory\n");
@@ -746,7 +874,7 @@ out:
 	json_decref(rc);
 	json_decref(body);
 	json_decref(ans);
-	cli_http_free(h);
+	args_free(&a);
 	return r;
 }
 
@@ -754,34 +882,24 @@ static int
 cmd_key_list(int argc, char **argv)
 {
 	static const struct option opts[] = { O_HELP, O_TOKEN_FILE, O_JSON, O_END };
-	const char *token_file = NULL;
+	static const struct cmd_spec spec = {
+		"key list ", usage_key_list, opts, 0, NULL, 0
+	};
+	struct args a;
 	struct cli_http *h = NULL;
 	json_t *all = NULL, *page = NULL, *out = NULL;
 	char *path = NULL;
 	const char *next;
-	int ch, json = 0, r = CLI_USAGE;
+	int r;
 
-	while ((ch = cli_next_opt(argc, argv, opts)) != -1) {
-		switch (ch) {
-		case OPT_HELP:
-			return cli_print_help(usage_key_list);
-		case OPT_TOKEN_FILE:
-			token_file = optarg;
-			break;
-		case OPT_JSON:
-			json = 1;
-			break;
-		default:
-			return cli_usage_hint("key list ");
-		}
-	}
-	if (optind != argc)
-		return cli_usage_error("key list ", "unexpected argument '%s'", argv[optind]);
+	if ((r = parse_args(argc, argv, &spec, &a)) != CLI_OK || a.help)
+		goto out;
 	if ((all = json_array()) == NULL) {
 		fprintf(stderr, "kmsctl: out of memory\n");
+		r = CLI_USAGE;
 		goto out;
 	}
-	if ((r = open_http(token_file, &h)) != CLI_OK)
+	if ((r = open_http(a.token_file, &h)) != CLI_OK)
 		goto out;
 	if ((path = strdup("/v1/keys?limit=" KEY_PAGE)) == NULL) {
 		fprintf(stderr, "kmsctl: out of memory\n");
@@ -810,7 +928,7 @@ cmd_key_list(int argc, char **argv)
 		json_decref(page);
 		page = NULL;
 	}
-	if (json) {
+	if (a.json) {
 		if ((out = json_pack("{s:O}", "keys", all)) == NULL) {
 			fprintf(stderr, "kmsctl: out of memory\n");
 			r = CLI_USAGE;
@@ -825,6 +943,7 @@ out:
 	json_decref(all);
 	json_decref(out);
 	cli_http_free(h);
+	args_free(&a);
 	return r;
 }
 
@@ -834,41 +953,25 @@ key_one(int argc, char **argv, const char *cmd, const char *usage,
     const char *method, const char *suffix)
 {
 	static const struct option opts[] = { O_HELP, O_TOKEN_FILE, O_JSON, O_END };
-	const char *token_file = NULL;
-	struct cli_http *h = NULL;
+	const struct cmd_spec spec = {
+		cmd, usage, opts, 1, "expected one key NAME", 0
+	};
+	struct args a;
 	json_t *ans = NULL;
-	char *path = NULL;
-	int ch, json = 0, r;
+	int r;
 
-	while ((ch = cli_next_opt(argc, argv, opts)) != -1) {
-		switch (ch) {
-		case OPT_HELP:
-			return cli_print_help(usage);
-		case OPT_TOKEN_FILE:
-			token_file = optarg;
-			break;
-		case OPT_JSON:
-			json = 1;
-			break;
-		default:
-			return cli_usage_hint(cmd);
-		}
-	}
-	if (argc - optind != 1)
-		return cli_usage_error(cmd, "expected one key NAME");
-	if ((r = open_http(token_file, &h)) != CLI_OK ||
-	    (r = cli_http_path(h, "/v1/keys/", argv[optind], suffix, &path)) != CLI_OK ||
-	    (r = cli_http_call(h, method, path, NULL, &ans)) != CLI_OK)
+	if ((r = parse_args(argc, argv, &spec, &a)) != CLI_OK || a.help ||
+	    (r = server_call(&a, method, "/v1/keys/", a.arg[0], suffix, NULL,
+	    &ans)) != CLI_OK)
 		goto out;
-	r = json ? print_json(ans) : print_key(ans);
+	r = a.json ? print_json(ans) : print_key(ans);
 	/* A rotated signing key: the kid its new signatures carry. */
-	if (r == CLI_OK && !json && suffix != NULL &&
+	if (r == CLI_OK && !a.json && suffix != NULL &&
 	    strcmp(suffix, "/rotate") == 0)
 		cli_sign_print_new_kid(ans);
 out:
-	free(path);
 	json_decref(ans);
-	cli_http_free(h);
+	args_free(&a);
 	return r;
 }
 
@@ -885,6 +988,16 @@ cmd_key_rotate(int argc, char **argv)
 	    "/rotate");
 }
 
+/* A --rotation-period or --expires-at, or JSON null for its --no-... */
+static void
+set_or_null(json_t *body, const char *k, const char *v, int none, int *failed)
+{
+	if (none)
+		set_new(body, k, json_null(), failed);
+	else if (v != NULL)
+		set_new(body, k, json_string(v), failed);
+}
+
 static int
 cmd_key_config(int argc, char **argv)
 {
@@ -896,82 +1009,40 @@ cmd_key_config(int argc, char **argv)
 		{ "no-expiry", no_argument, NULL, OPT_NO_EXPIRY },
 		O_END
 	};
-	const char *token_file = NULL;
-	struct cli_http *h = NULL;
-	json_t *body = NULL, *ans = NULL, *period = NULL, *expires = NULL;
-	char *path = NULL;
-	int ch, json = 0, failed = 0, r = CLI_USAGE;
+	static const struct cmd_spec spec = {
+		"key config ", usage_key_config, opts, 1, "expected one key NAME", 1
+	};
+	struct args a;
+	json_t *body = NULL, *ans = NULL;
+	int failed = 0, r;
 
-	while ((ch = cli_next_opt(argc, argv, opts)) != -1) {
-		switch (ch) {
-		case OPT_HELP:
-			return cli_print_help(usage_key_config);
-		case OPT_TOKEN_FILE:
-			token_file = optarg;
-			break;
-		case OPT_JSON:
-			json = 1;
-			break;
-		case OPT_ROTATION_PERIOD:
-		case OPT_NO_ROTATION:
-			if (period != NULL)
-				goto twice;
-			period = ch == OPT_NO_ROTATION ? json_null() :
-			    json_string(optarg);
-			break;
-		case OPT_EXPIRES_AT:
-		case OPT_NO_EXPIRY:
-			if (expires != NULL)
-				goto twice;
-			expires = ch == OPT_NO_EXPIRY ? json_null() :
-			    json_string(optarg);
-			break;
-		default:
-			goto hint;
-		}
-	}
-	if (argc - optind != 1) {
-		r = cli_usage_error("key config ", "expected one key NAME");
+	if ((r = parse_args(argc, argv, &spec, &a)) != CLI_OK || a.help)
 		goto out;
-	}
-	if (period == NULL && expires == NULL) {
+	if (a.period == NULL && !a.no_rotation && a.expires == NULL &&
+	    !a.no_expiry) {
 		r = cli_usage_error("key config ", "nothing to change: give "
 		    "--rotation-period, --no-rotation, --expires-at or --no-expiry");
 		goto out;
 	}
 	if ((body = json_object()) == NULL) {
 		fprintf(stderr, "kmsctl: out of memory\n");
+		r = CLI_USAGE;
 		goto out;
 	}
-	if (period != NULL)
-		set_new(body, "rotation_period", period, &failed);
-	if (expires != NULL)
-		set_new(body, "expires_at", expires, &failed);
-	period = expires = NULL;
+	set_or_null(body, "rotation_period", a.period, a.no_rotation, &failed);
+	set_or_null(body, "expires_at", a.expires, a.no_expiry, &failed);
 	if (failed) {
 		r = cli_usage_error("key config ", "arguments must be valid UTF-8");
 		goto out;
 	}
-	if ((r = open_http(token_file, &h)) != CLI_OK ||
-	    (r = cli_http_path(h, "/v1/keys/", argv[optind], "/config",
-	    &path)) != CLI_OK ||
-	    (r = cli_http_call(h, "POST", path, body, &ans)) != CLI_OK)
+	if ((r = server_call(&a, "POST", "/v1/keys/", a.arg[0], "/config", body,
+	    &ans)) != CLI_OK)
 		goto out;
-	r = json ? print_json(ans) : print_key(ans);
-	goto out;
-twice:
-	r = cli_usage_error("key config ", "give the rotation and the expiry "
-	    "once each");
-	goto out;
-hint:
-	r = cli_usage_hint("key config ");
+	r = a.json ? print_json(ans) : print_key(ans);
 out:
-	json_decref(period);
-	json_decref(expires);
-	free(path);
 	json_decref(body);
 	json_decref(ans);
-	cli_http_free(h);
+	args_free(&a);
 	return r;
 }
 
@@ -994,56 +1065,43 @@ cmd_key_state(int argc, char **argv)
 		{ "force", no_argument, NULL, OPT_FORCE },
 		O_END
 	};
-	const char *token_file = NULL;
-	struct cli_http *h = NULL;
+	static const struct cmd_spec spec = {
+		"key state ", usage_key_state, opts, 3,
+		"expected NAME VERSION STATE", 0
+	};
+	struct args a;
 	json_t *body = NULL, *ans = NULL;
-	char *path = NULL, suffix[64];
+	char suffix[64];
 	long long version;
-	int ch, json = 0, force = 0, failed = 0, r = CLI_USAGE;
+	int failed = 0, r;
 
-	while ((ch = cli_next_opt(argc, argv, opts)) != -1) {
-		switch (ch) {
-		case OPT_HELP:
-			return cli_print_help(usage_key_state);
-		case OPT_TOKEN_FILE:
-			token_file = optarg;
-			break;
-		case OPT_JSON:
-			json = 1;
-			break;
-		case OPT_FORCE:
-			force = 1;
-			break;
-		default:
-			return cli_usage_hint("key state ");
-		}
+	if ((r = parse_args(argc, argv, &spec, &a)) != CLI_OK || a.help)
+		goto out;
+	if (parse_version(a.arg[1], &version) != 0) {
+		r = cli_usage_error("key state ", "VERSION '%s' is not a positive "
+		    "number", a.arg[1]);
+		goto out;
 	}
-	if (argc - optind != 3)
-		return cli_usage_error("key state ", "expected NAME VERSION STATE");
-	if (parse_version(argv[optind + 1], &version) != 0)
-		return cli_usage_error("key state ", "VERSION '%s' is not a positive "
-		    "number", argv[optind + 1]);
 	snprintf(suffix, sizeof(suffix), "/versions/%lld/state", version);
 	if ((body = json_object()) == NULL) {
 		fprintf(stderr, "kmsctl: out of memory\n");
+		r = CLI_USAGE;
 		goto out;
 	}
-	set_new(body, "state", json_string(argv[optind + 2]), &failed);
-	set_new(body, "force", json_boolean(force), &failed);
+	set_new(body, "state", json_string(a.arg[2]), &failed);
+	set_new(body, "force", json_boolean(a.force), &failed);
 	if (failed) {
 		r = cli_usage_error("key state ", "STATE must be valid UTF-8");
 		goto out;
 	}
-	if ((r = open_http(token_file, &h)) != CLI_OK ||
-	    (r = cli_http_path(h, "/v1/keys/", argv[optind], suffix, &path)) != CLI_OK ||
-	    (r = cli_http_call(h, "POST", path, body, &ans)) != CLI_OK)
+	if ((r = server_call(&a, "POST", "/v1/keys/", a.arg[0], suffix, body,
+	    &ans)) != CLI_OK)
 		goto out;
-	r = json ? print_json(ans) : print_key(ans);
+	r = a.json ? print_json(ans) : print_key(ans);
 out:
-	free(path);
 	json_decref(body);
 	json_decref(ans);
-	cli_http_free(h);
+	args_free(&a);
 	return r;
 }
 
@@ -1072,6 +1130,27 @@ read_ciphertext(const char *path, struct km_buf *b)
 	return CLI_OK;
 }
 
+/* unwrap and rewrap: *body = {"ciphertext" read from --in, "context"};
+ * a field that could not be set sets *failed. */
+static int
+ciphertext_body(const struct args *a, struct km_buf *ct, json_t **body,
+    int *failed)
+{
+	int r;
+
+	if ((r = read_ciphertext(a->in, ct)) != CLI_OK)
+		return r;
+	if ((*body = json_object()) == NULL) {
+		fprintf(stderr, "kmsctl: out of memory\n");
+		return CLI_USAGE;
+	}
+	set_new(*body, "ciphertext", json_stringn((const char *)ct->data, ct->len),
+	    failed);
+	if (a->ctx != NULL)
+		set_new(*body, "context", json_incref(a->ctx), failed);
+	return CLI_OK;
+}
+
 /* The ciphertext in a 2xx answer, or CLI_UNREACHABLE. */
 static int
 answer_ciphertext(const json_t *ans, const char **ct)
@@ -1083,46 +1162,39 @@ answer_ciphertext(const json_t *ans, const char **ct)
 	return CLI_OK;
 }
 
+/* The base64 "plaintext" of a 2xx answer decoded into *pt, or
+ * CLI_UNREACHABLE. */
+static int
+answer_plaintext(const json_t *ans, unsigned char **pt, size_t *pt_len)
+{
+	const char *b64;
+
+	if ((b64 = json_string_value(json_object_get(ans, "plaintext"))) == NULL ||
+	    km_b64_decode(b64, strlen(b64), pt, pt_len) != KM_OK) {
+		fprintf(stderr, "kmsctl: the answer has no valid plaintext\n");
+		return CLI_UNREACHABLE;
+	}
+	return CLI_OK;
+}
+
 static int
 cmd_wrap(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		O_HELP, O_TOKEN_FILE, O_CONTEXT, O_IN, O_OUT, O_END
 	};
+	static const struct cmd_spec spec = {
+		"wrap ", usage_wrap, opts, 1, "expected one KEY", 0
+	};
 	struct km_buf pt = KM_BUF_INIT(MAX_PLAINTEXT + 1);
-	const char *token_file = NULL, *in = NULL, *outp = NULL, *ct;
-	struct cli_http *h = NULL;
-	json_t *ctx = NULL, *body = NULL, *ans = NULL;
-	char *b64 = NULL, *path = NULL;
-	int ch, failed = 0, r = CLI_USAGE;
+	struct args a;
+	const char *ct;
+	json_t *body = NULL, *ans = NULL;
+	char *b64 = NULL;
+	int failed = 0, r;
 
-	while ((ch = cli_next_opt(argc, argv, opts)) != -1) {
-		switch (ch) {
-		case OPT_HELP:
-			return cli_print_help(usage_wrap);
-		case OPT_TOKEN_FILE:
-			token_file = optarg;
-			break;
-		case OPT_CONTEXT:
-			if ((r = add_context("wrap ", &ctx, optarg)) != CLI_OK)
-				goto out;
-			break;
-		case OPT_IN:
-			in = optarg;
-			break;
-		case OPT_OUT:
-			outp = optarg;
-			break;
-		default:
-			r = cli_usage_hint("wrap ");
-			goto out;
-		}
-	}
-	if (argc - optind != 1) {
-		r = cli_usage_error("wrap ", "expected one KEY");
-		goto out;
-	}
-	if ((r = cli_read_input(in, MAX_PLAINTEXT, &pt)) != CLI_OK)
+	if ((r = parse_args(argc, argv, &spec, &a)) != CLI_OK || a.help ||
+	    (r = cli_read_input(a.in, MAX_PLAINTEXT, &pt)) != CLI_OK)
 		goto out;
 	if (pt.len == 0) {
 		fprintf(stderr, "kmsctl: the plaintext is empty (1..%d bytes)\n",
@@ -1137,28 +1209,24 @@ cmd_wrap(int argc, char **argv)
 		goto out;
 	}
 	set_new(body, "plaintext", json_string(b64), &failed);
-	if (ctx != NULL)
-		set_new(body, "context", json_incref(ctx), &failed);
+	if (a.ctx != NULL)
+		set_new(body, "context", json_incref(a.ctx), &failed);
 	if (failed) {
 		fprintf(stderr, "kmsctl: out of memory\n");
 		r = CLI_USAGE;
 		goto out;
 	}
-	if ((r = open_http(token_file, &h)) != CLI_OK ||
-	    (r = cli_http_path(h, "/v1/keys/", argv[optind], "/wrap", &path)) != CLI_OK ||
-	    (r = cli_http_call(h, "POST", path, body, &ans)) != CLI_OK ||
-	    (r = answer_ciphertext(ans, &ct)) != CLI_OK)
+	if ((r = server_call(&a, "POST", "/v1/keys/", a.arg[0], "/wrap", body,
+	    &ans)) != CLI_OK || (r = answer_ciphertext(ans, &ct)) != CLI_OK)
 		goto out;
-	r = write_line(outp, ct);
+	r = write_line(a.out, ct);
 out:
 	if (b64 != NULL)
 		km_secure_free(b64, strlen(b64));
 	km_buf_free(&pt);
-	free(path);
-	json_decref(ctx);
 	json_decref(body);
 	json_decref(ans);
-	cli_http_free(h);
+	args_free(&a);
 	return r;
 }
 
@@ -1168,82 +1236,40 @@ cmd_unwrap(int argc, char **argv)
 	static const struct option opts[] = {
 		O_HELP, O_TOKEN_FILE, O_CONTEXT, O_IN, O_OUT, O_END
 	};
+	static const struct cmd_spec spec = {
+		"unwrap ", usage_unwrap, opts, 1, "expected one KEY", 0
+	};
 	struct km_buf ct = KM_BUF_INIT(MAX_CIPHERTEXT + 1);
-	const char *token_file = NULL, *in = NULL, *outp = NULL, *b64;
-	struct cli_http *h = NULL;
-	json_t *ctx = NULL, *body = NULL, *ans = NULL;
+	struct args a;
+	json_t *body = NULL, *ans = NULL;
 	unsigned char *pt = NULL;
 	size_t pt_len = 0;
-	char *path = NULL;
-	int ch, failed = 0, r = CLI_USAGE;
+	int failed = 0, r;
 
-	while ((ch = cli_next_opt(argc, argv, opts)) != -1) {
-		switch (ch) {
-		case OPT_HELP:
-			return cli_print_help(usage_unwrap);
-		case OPT_TOKEN_FILE:
-			token_file = optarg;
-			break;
-		case OPT_CONTEXT:
-			if ((r = add_context("unwrap ", &ctx, optarg)) != CLI_OK)
-				goto out;
-			break;
-		case OPT_IN:
-			in = optarg;
-			break;
-		case OPT_OUT:
-			outp = optarg;
-			break;
-		default:
-			r = cli_usage_hint("unwrap ");
-			goto out;
-		}
-	}
-	if (argc - optind != 1) {
-		r = cli_usage_error("unwrap ", "expected one KEY");
+	if ((r = parse_args(argc, argv, &spec, &a)) != CLI_OK || a.help ||
+	    (r = ciphertext_body(&a, &ct, &body, &failed)) != CLI_OK)
 		goto out;
-	}
-	if ((r = read_ciphertext(in, &ct)) != CLI_OK)
-		goto out;
-	if ((body = json_object()) == NULL) {
-		fprintf(stderr, "kmsctl: out of memory\n");
-		r = CLI_USAGE;
-		goto out;
-	}
-	set_new(body, "ciphertext", json_stringn((const char *)ct.data, ct.len),
-	    &failed);
-	if (ctx != NULL)
-		set_new(body, "context", json_incref(ctx), &failed);
 	if (failed) {
 		fprintf(stderr, "kmsctl: the ciphertext is not valid UTF-8\n");
 		r = CLI_USAGE;
 		goto out;
 	}
-	if ((r = open_http(token_file, &h)) != CLI_OK ||
-	    (r = cli_http_path(h, "/v1/keys/", argv[optind], "/unwrap", &path)) != CLI_OK ||
-	    (r = cli_http_call(h, "POST", path, body, &ans)) != CLI_OK)
+	if ((r = server_call(&a, "POST", "/v1/keys/", a.arg[0], "/unwrap", body,
+	    &ans)) != CLI_OK || (r = answer_plaintext(ans, &pt, &pt_len)) != CLI_OK)
 		goto out;
-	if ((b64 = json_string_value(json_object_get(ans, "plaintext"))) == NULL ||
-	    km_b64_decode(b64, strlen(b64), &pt, &pt_len) != KM_OK) {
-		fprintf(stderr, "kmsctl: the answer has no valid plaintext\n");
-		r = CLI_UNREACHABLE;
-		goto out;
-	}
 	if (json_is_true(json_object_get(ans, "rewrap_recommended")))
 		fprintf(stderr, "kmsctl: warning: this ciphertext is under version "
 		    "%lld of %s, which is no longer primary; rewrap recommended "
 		    "(kmsctl rewrap)\n",
 		    (long long)json_integer_value(json_object_get(ans, "key_version")),
-		    argv[optind]);
-	r = cli_write_output(outp, pt, pt_len, 1);
+		    a.arg[0]);
+	r = cli_write_output(a.out, pt, pt_len, 1);
 out:
 	km_secure_free(pt, pt_len);
 	km_buf_free(&ct);
-	free(path);
-	json_decref(ctx);
 	json_decref(body);
 	json_decref(ans);
-	cli_http_free(h);
+	args_free(&a);
 	return r;
 }
 
@@ -1258,81 +1284,36 @@ cmd_rewrap(int argc, char **argv)
 		{ "to-context", required_argument, NULL, OPT_TO_CONTEXT },
 		O_END
 	};
+	static const struct cmd_spec spec = {
+		"rewrap ", usage_rewrap, opts, 1, "expected one KEY", 0
+	};
 	struct km_buf ct = KM_BUF_INIT(MAX_CIPHERTEXT + 1);
-	const char *token_file = NULL, *in = NULL, *outp = NULL, *to = NULL;
+	struct args a;
 	const char *nct;
-	struct cli_http *h = NULL;
-	json_t *ctx = NULL, *to_ctx = NULL, *body = NULL, *ans = NULL;
-	char *path = NULL;
-	int ch, failed = 0, r = CLI_USAGE;
+	json_t *body = NULL, *ans = NULL;
+	int failed = 0, r;
 
-	while ((ch = cli_next_opt(argc, argv, opts)) != -1) {
-		switch (ch) {
-		case OPT_HELP:
-			return cli_print_help(usage_rewrap);
-		case OPT_TOKEN_FILE:
-			token_file = optarg;
-			break;
-		case OPT_CONTEXT:
-			if ((r = add_context("rewrap ", &ctx, optarg)) != CLI_OK)
-				goto out;
-			break;
-		case OPT_TO_CONTEXT:
-			if ((r = add_context("rewrap ", &to_ctx, optarg)) != CLI_OK)
-				goto out;
-			break;
-		case OPT_TO:
-			to = optarg;
-			break;
-		case OPT_IN:
-			in = optarg;
-			break;
-		case OPT_OUT:
-			outp = optarg;
-			break;
-		default:
-			r = cli_usage_hint("rewrap ");
-			goto out;
-		}
-	}
-	if (argc - optind != 1) {
-		r = cli_usage_error("rewrap ", "expected one KEY");
+	if ((r = parse_args(argc, argv, &spec, &a)) != CLI_OK || a.help ||
+	    (r = ciphertext_body(&a, &ct, &body, &failed)) != CLI_OK)
 		goto out;
-	}
-	if ((r = read_ciphertext(in, &ct)) != CLI_OK)
-		goto out;
-	if ((body = json_object()) == NULL) {
-		fprintf(stderr, "kmsctl: out of memory\n");
-		r = CLI_USAGE;
-		goto out;
-	}
-	set_new(body, "ciphertext", json_stringn((const char *)ct.data, ct.len),
-	    &failed);
-	if (ctx != NULL)
-		set_new(body, "context", json_incref(ctx), &failed);
-	if (to != NULL)
-		set_new(body, "destination_key", json_string(to), &failed);
-	if (to_ctx != NULL)
-		set_new(body, "destination_context", json_incref(to_ctx), &failed);
+	if (a.to != NULL)
+		set_new(body, "destination_key", json_string(a.to), &failed);
+	if (a.to_ctx != NULL)
+		set_new(body, "destination_context", json_incref(a.to_ctx), &failed);
 	if (failed) {
 		fprintf(stderr, "kmsctl: the ciphertext or --to is not valid UTF-8\n");
 		r = CLI_USAGE;
 		goto out;
 	}
-	if ((r = open_http(token_file, &h)) != CLI_OK ||
-	    (r = cli_http_path(h, "/v1/keys/", argv[optind], "/rewrap", &path)) != CLI_OK ||
-	    (r = cli_http_call(h, "POST", path, body, &ans)) != CLI_OK ||
-	    (r = answer_ciphertext(ans, &nct)) != CLI_OK)
+	if ((r = server_call(&a, "POST", "/v1/keys/", a.arg[0], "/rewrap", body,
+	    &ans)) != CLI_OK || (r = answer_ciphertext(ans, &nct)) != CLI_OK)
 		goto out;
-	r = write_line(outp, nct);
+	r = write_line(a.out, nct);
 out:
 	km_buf_free(&ct);
-	free(path);
-	json_decref(ctx);
-	json_decref(to_ctx);
 	json_decref(body);
 	json_decref(ans);
-	cli_http_free(h);
+	args_free(&a);
 	return r;
 }
 
@@ -1345,93 +1326,53 @@ cmd_datakey(int argc, char **argv)
 		{ "plaintext-out", required_argument, NULL, OPT_PLAINTEXT_OUT },
 		O_END
 	};
-	const char *token_file = NULL, *outp = NULL, *pt_out = NULL, *ct, *b64;
-	struct cli_http *h = NULL;
-	json_t *ctx = NULL, *body = NULL, *ans = NULL;
+	static const struct cmd_spec spec = {
+		"datakey ", usage_datakey, opts, 1, "expected one KEY", 0
+	};
+	struct args a;
+	const char *ct;
+	json_t *body = NULL, *ans = NULL;
 	unsigned char *pt = NULL;
 	size_t pt_len = 0;
-	char *path = NULL;
-	int ch, bits = 256, failed = 0, r = CLI_USAGE;
+	int failed = 0, r;
 
-	while ((ch = cli_next_opt(argc, argv, opts)) != -1) {
-		switch (ch) {
-		case OPT_HELP:
-			return cli_print_help(usage_datakey);
-		case OPT_TOKEN_FILE:
-			token_file = optarg;
-			break;
-		case OPT_CONTEXT:
-			if ((r = add_context("datakey ", &ctx, optarg)) != CLI_OK)
-				goto out;
-			break;
-		case OPT_OUT:
-			outp = optarg;
-			break;
-		case OPT_PLAINTEXT_OUT:
-			pt_out = optarg;
-			break;
-		case OPT_BITS:
-			if (strcmp(optarg, "128") == 0)
-				bits = 128;
-			else if (strcmp(optarg, "256") == 0)
-				bits = 256;
-			else {
-				r = cli_usage_error("datakey ", "--bits must be 128 or 256");
-				goto out;
-			}
-			break;
-		default:
-			r = cli_usage_hint("datakey ");
-			goto out;
-		}
-	}
-	if (argc - optind != 1) {
-		r = cli_usage_error("datakey ", "expected one KEY");
+	if ((r = parse_args(argc, argv, &spec, &a)) != CLI_OK || a.help)
 		goto out;
-	}
-	if (pt_out != NULL && strcmp(pt_out, "-") == 0 &&
-	    (outp == NULL || strcmp(outp, "-") == 0)) {
+	if (a.pt_out != NULL && strcmp(a.pt_out, "-") == 0 &&
+	    (a.out == NULL || strcmp(a.out, "-") == 0)) {
 		r = cli_usage_error("datakey ", "--plaintext-out - writes the key to "
 		    "stdout; give --out FILE for the ciphertext");
 		goto out;
 	}
+	r = CLI_USAGE;
 	if ((body = json_object()) == NULL) {
 		fprintf(stderr, "kmsctl: out of memory\n");
 		goto out;
 	}
-	set_new(body, "bits", json_integer(bits), &failed);
-	set_new(body, "return_plaintext", json_boolean(pt_out != NULL), &failed);
-	if (ctx != NULL)
-		set_new(body, "context", json_incref(ctx), &failed);
+	set_new(body, "bits", json_integer(a.bits), &failed);
+	set_new(body, "return_plaintext", json_boolean(a.pt_out != NULL), &failed);
+	if (a.ctx != NULL)
+		set_new(body, "context", json_incref(a.ctx), &failed);
 	if (failed) {
 		fprintf(stderr, "kmsctl: out of memory\n");
 		goto out;
 	}
-	if ((r = open_http(token_file, &h)) != CLI_OK ||
-	    (r = cli_http_path(h, "/v1/keys/", argv[optind], "/datakey", &path)) != CLI_OK ||
-	    (r = cli_http_call(h, "POST", path, body, &ans)) != CLI_OK ||
-	    (r = answer_ciphertext(ans, &ct)) != CLI_OK)
+	if ((r = server_call(&a, "POST", "/v1/keys/", a.arg[0], "/datakey", body,
+	    &ans)) != CLI_OK || (r = answer_ciphertext(ans, &ct)) != CLI_OK)
 		goto out;
-	if (pt_out != NULL) {
-		if ((b64 = json_string_value(json_object_get(ans, "plaintext"))) == NULL ||
-		    km_b64_decode(b64, strlen(b64), &pt, &pt_len) != KM_OK) {
-			fprintf(stderr, "kmsctl: the answer has no valid plaintext\n");
-			r = CLI_UNREACHABLE;
-			goto out;
-		}
+	if (a.pt_out != NULL) {
 		/* The key first: a ciphertext without its key on disk is
 		 * harmless, a key written after a failure is not. */
-		if ((r = cli_write_output(pt_out, pt, pt_len, 1)) != CLI_OK)
+		if ((r = answer_plaintext(ans, &pt, &pt_len)) != CLI_OK ||
+		    (r = cli_write_output(a.pt_out, pt, pt_len, 1)) != CLI_OK)
 			goto out;
 	}
-	r = write_line(outp, ct);
+	r = write_line(a.out, ct);
 out:
 	km_secure_free(pt, pt_len);
-	free(path);
-	json_decref(ctx);
 	json_decref(body);
 	json_decref(ans);
-	cli_http_free(h);
+	args_free(&a);
 	return r;
 }
 
@@ -1448,62 +1389,40 @@ cmd_token_create(int argc, char **argv)
 		{ "ttl", required_argument, NULL, OPT_TTL },
 		O_END
 	};
-	const char *token_file = NULL, *role = NULL, *keys = NULL, *desc = NULL;
-	const char *ttl = NULL, *tok, *id;
-	struct cli_http *h = NULL;
+	static const struct cmd_spec spec = {
+		"token create ", usage_token_create, opts, 0, NULL, 0
+	};
+	struct args a;
+	const char *tok, *id;
 	json_t *body = NULL, *ans = NULL;
-	int ch, json = 0, failed = 0, r = CLI_USAGE;
+	int failed = 0, r;
 
-	while ((ch = cli_next_opt(argc, argv, opts)) != -1) {
-		switch (ch) {
-		case OPT_HELP:
-			return cli_print_help(usage_token_create);
-		case OPT_TOKEN_FILE:
-			token_file = optarg;
-			break;
-		case OPT_JSON:
-			json = 1;
-			break;
-		case OPT_ROLE:
-			role = optarg;
-			break;
-		case OPT_KEYS:
-			keys = optarg;
-			break;
-		case OPT_DESCRIPTION:
-			desc = optarg;
-			break;
-		case OPT_TTL:
-			ttl = optarg;
-			break;
-		default:
-			return cli_usage_hint("token create ");
-		}
-	}
-	if (optind != argc)
-		return cli_usage_error("token create ", "unexpected argument '%s'",
-		    argv[optind]);
-	if (role == NULL)
-		return cli_usage_error("token create ", "--role is required");
-	if ((body = json_object()) == NULL) {
-		fprintf(stderr, "kmsctl: out of memory\n");
+	if ((r = parse_args(argc, argv, &spec, &a)) != CLI_OK || a.help)
+		goto out;
+	if (a.role == NULL) {
+		r = cli_usage_error("token create ", "--role is required");
 		goto out;
 	}
-	set_new(body, "role", json_string(role), &failed);
-	if (keys != NULL)
-		set_new(body, "keys", json_string(keys), &failed);
-	if (desc != NULL)
-		set_new(body, "description", json_string(desc), &failed);
-	if (ttl != NULL)
-		set_new(body, "ttl", json_string(ttl), &failed);
+	if ((body = json_object()) == NULL) {
+		fprintf(stderr, "kmsctl: out of memory\n");
+		r = CLI_USAGE;
+		goto out;
+	}
+	set_new(body, "role", json_string(a.role), &failed);
+	if (a.keys != NULL)
+		set_new(body, "keys", json_string(a.keys), &failed);
+	if (a.desc != NULL)
+		set_new(body, "description", json_string(a.desc), &failed);
+	if (a.ttl != NULL)
+		set_new(body, "ttl", json_string(a.ttl), &failed);
 	if (failed) {
 		r = cli_usage_error("token create ", "arguments must be valid UTF-8");
 		goto out;
 	}
-	if ((r = open_http(token_file, &h)) != CLI_OK ||
-	    (r = cli_http_call(h, "POST", "/v1/tokens", body, &ans)) != CLI_OK)
+	if ((r = server_call(&a, "POST", "/v1/tokens", NULL, NULL, body,
+	    &ans)) != CLI_OK)
 		goto out;
-	if (json) {
+	if (a.json) {
 		r = print_json(ans);
 		goto out;
 	}
@@ -1525,7 +1444,7 @@ cmd_token_create(int argc, char **argv)
 out:
 	json_decref(body);
 	json_decref(ans);
-	cli_http_free(h);
+	args_free(&a);
 	return r;
 }
 
@@ -1533,32 +1452,18 @@ static int
 cmd_token_list(int argc, char **argv)
 {
 	static const struct option opts[] = { O_HELP, O_TOKEN_FILE, O_JSON, O_END };
-	const char *token_file = NULL;
-	struct cli_http *h = NULL;
+	static const struct cmd_spec spec = {
+		"token list ", usage_token_list, opts, 0, NULL, 0
+	};
+	struct args a;
 	json_t *ans = NULL, *tokens;
-	int ch, json = 0, r;
+	int r;
 
-	while ((ch = cli_next_opt(argc, argv, opts)) != -1) {
-		switch (ch) {
-		case OPT_HELP:
-			return cli_print_help(usage_token_list);
-		case OPT_TOKEN_FILE:
-			token_file = optarg;
-			break;
-		case OPT_JSON:
-			json = 1;
-			break;
-		default:
-			return cli_usage_hint("token list ");
-		}
-	}
-	if (optind != argc)
-		return cli_usage_error("token list ", "unexpected argument '%s'",
-		    argv[optind]);
-	if ((r = open_http(token_file, &h)) != CLI_OK ||
-	    (r = cli_http_call(h, "GET", "/v1/tokens", NULL, &ans)) != CLI_OK)
+	if ((r = parse_args(argc, argv, &spec, &a)) != CLI_OK || a.help ||
+	    (r = server_call(&a, "GET", "/v1/tokens", NULL, NULL, NULL,
+	    &ans)) != CLI_OK)
 		goto out;
-	if (json) {
+	if (a.json) {
 		r = print_json(ans);
 		goto out;
 	}
@@ -1570,7 +1475,7 @@ cmd_token_list(int argc, char **argv)
 	r = print_token_table(tokens);
 out:
 	json_decref(ans);
-	cli_http_free(h);
+	args_free(&a);
 	return r;
 }
 
@@ -1578,31 +1483,20 @@ static int
 cmd_token_revoke(int argc, char **argv)
 {
 	static const struct option opts[] = { O_HELP, O_TOKEN_FILE, O_END };
-	const char *token_file = NULL;
-	struct cli_http *h = NULL;
+	static const struct cmd_spec spec = {
+		"token revoke ", usage_token_revoke, opts, 1,
+		"expected one token ID", 0
+	};
+	struct args a;
 	json_t *ans = NULL;
-	char *path = NULL;
-	int ch, r;
+	int r;
 
-	while ((ch = cli_next_opt(argc, argv, opts)) != -1) {
-		switch (ch) {
-		case OPT_HELP:
-			return cli_print_help(usage_token_revoke);
-		case OPT_TOKEN_FILE:
-			token_file = optarg;
-			break;
-		default:
-			return cli_usage_hint("token revoke ");
-		}
-	}
-	if (argc - optind != 1)
-		return cli_usage_error("token revoke ", "expected one token ID");
-	if ((r = open_http(token_file, &h)) != CLI_OK ||
-	    (r = cli_http_path(h, "/v1/tokens/", argv[optind], NULL, &path)) != CLI_OK ||
-	    (r = cli_http_call(h, "DELETE", path, NULL, &ans)) != CLI_OK)
+	if ((r = parse_args(argc, argv, &spec, &a)) != CLI_OK || a.help ||
+	    (r = server_call(&a, "DELETE", "/v1/tokens/", a.arg[0], NULL, NULL,
+	    &ans)) != CLI_OK)
 		goto out;
 	printf("revoked ");
-	put_safe(str_or(ans, "id", argv[optind]), 0);
+	put_safe(str_or(ans, "id", a.arg[0]), 0);
 	printf(" at ");
 	put_safe(str_or(ans, "revoked_at", "?"), 0);
 	putchar('\n');
@@ -1611,9 +1505,8 @@ cmd_token_revoke(int argc, char **argv)
 		r = CLI_USAGE;
 	}
 out:
-	free(path);
 	json_decref(ans);
-	cli_http_free(h);
+	args_free(&a);
 	return r;
 }
 
