@@ -1512,41 +1512,30 @@ out:
 
 /* ---- dispatch ---- */
 
+/* A command runs as run(), or as run_tf() with the global --token-file. */
 struct cmd {
 	const char *name;
 	int (*run)(int argc, char **argv);
+	int (*run_tf)(int argc, char **argv, const char *token_file);
 };
 
-static int
-cmd_key_inventory(int argc, char **argv)
-{
-	return cli_inventory_main(argc, argv, g_token_file);
-}
-
-/* kmsctl_ceremony.c: the signed emergency revoke. */
-static int
-cmd_key_revoke(int argc, char **argv)
-{
-	return cli_key_revoke(argc, argv, g_token_file);
-}
-
 static const struct cmd key_cmds[] = {
-	{ "create", cmd_key_create },
-	{ "list", cmd_key_list },
-	{ "show", cmd_key_show },
-	{ "rotate", cmd_key_rotate },
-	{ "config", cmd_key_config },
-	{ "state", cmd_key_state },
-	{ "inventory", cmd_key_inventory },
-	{ "revoke", cmd_key_revoke },
-	{ NULL, NULL }
+	{ "create", cmd_key_create, NULL },
+	{ "list", cmd_key_list, NULL },
+	{ "show", cmd_key_show, NULL },
+	{ "rotate", cmd_key_rotate, NULL },
+	{ "config", cmd_key_config, NULL },
+	{ "state", cmd_key_state, NULL },
+	{ "inventory", NULL, cli_inventory_main },
+	{ "revoke", NULL, cli_key_revoke },
+	{ NULL, NULL, NULL }
 };
 
 static const struct cmd token_cmds[] = {
-	{ "create", cmd_token_create },
-	{ "list", cmd_token_list },
-	{ "revoke", cmd_token_revoke },
-	{ NULL, NULL }
+	{ "create", cmd_token_create, NULL },
+	{ "list", cmd_token_list, NULL },
+	{ "revoke", cmd_token_revoke, NULL },
+	{ NULL, NULL, NULL }
 };
 
 /* Runs the table entry named argv[0]; argv[0] of the callee is its name. */
@@ -1564,7 +1553,8 @@ dispatch(const struct cmd *cmds, const char *group, const char *usage,
 	for (i = 0; cmds[i].name != NULL; i++) {
 		if (strcmp(cmds[i].name, argv[0]) == 0) {
 			optind = 0;	/* glibc: 0 re-initialises getopt */
-			return cmds[i].run(argc, argv);
+			return cmds[i].run != NULL ? cmds[i].run(argc, argv) :
+			    cmds[i].run_tf(argc, argv, g_token_file);
 		}
 	}
 	return cli_usage_error(group, "unknown command '%s'", argv[0]);
@@ -1582,73 +1572,23 @@ cmd_token(int argc, char **argv)
 	return dispatch(token_cmds, "token ", usage_token, argc - 1, argv + 1);
 }
 
-static int
-cmd_emergency(int argc, char **argv)
-{
-	return cli_emergency_main(argc, argv, g_token_file);
-}
-
-static int
-cmd_audit(int argc, char **argv)
-{
-	return cli_audit_main(argc, argv, g_token_file);
-}
-
-/* kmsctl_sign.c */
-static int
-cmd_sign(int argc, char **argv)
-{
-	return cli_sign_main(argc, argv, g_token_file);
-}
-
-static int
-cmd_verify(int argc, char **argv)
-{
-	return cli_verify_main(argc, argv, g_token_file);
-}
-
-static int
-cmd_jwks(int argc, char **argv)
-{
-	return cli_jwks_main(argc, argv, g_token_file);
-}
-
-/* kmsctl_ceremony.c */
-static int
-cmd_officer(int argc, char **argv)
-{
-	return cli_officer_main(argc, argv, g_token_file);
-}
-
-static int
-cmd_ceremony(int argc, char **argv)
-{
-	return cli_ceremony_main(argc, argv, g_token_file);
-}
-
-static int
-cmd_mek(int argc, char **argv)
-{
-	return cli_mek_main(argc, argv, g_token_file);
-}
-
 static const struct cmd main_cmds[] = {
-	{ "init", cmd_init },
-	{ "key", cmd_key },
-	{ "wrap", cmd_wrap },
-	{ "unwrap", cmd_unwrap },
-	{ "rewrap", cmd_rewrap },
-	{ "datakey", cmd_datakey },
-	{ "token", cmd_token },
-	{ "audit", cmd_audit },
-	{ "officer", cmd_officer },
-	{ "ceremony", cmd_ceremony },
-	{ "mek", cmd_mek },
-	{ "emergency-rotate", cmd_emergency },
-	{ "sign", cmd_sign },
-	{ "verify", cmd_verify },
-	{ "jwks", cmd_jwks },
-	{ NULL, NULL }
+	{ "init", cmd_init, NULL },
+	{ "key", cmd_key, NULL },
+	{ "wrap", cmd_wrap, NULL },
+	{ "unwrap", cmd_unwrap, NULL },
+	{ "rewrap", cmd_rewrap, NULL },
+	{ "datakey", cmd_datakey, NULL },
+	{ "token", cmd_token, NULL },
+	{ "audit", NULL, cli_audit_main },
+	{ "officer", NULL, cli_officer_main },
+	{ "ceremony", NULL, cli_ceremony_main },
+	{ "mek", NULL, cli_mek_main },
+	{ "emergency-rotate", NULL, cli_emergency_main },
+	{ "sign", NULL, cli_sign_main },
+	{ "verify", NULL, cli_verify_main },
+	{ "jwks", NULL, cli_jwks_main },
+	{ NULL, NULL, NULL }
 };
 
 int
