@@ -1606,16 +1606,19 @@ main(int argc, char **argv)
 			return fflush(stdout) == EOF ? CLI_USAGE : CLI_OK;
 		}
 		if (strcmp(argv[i], "--token-file") == 0) {
-			if (i + 1 >= argc)
-				return cli_usage_error("", "option '--token-file' "
-				    "needs a value");
+			if (i + 1 >= argc) {
+				cli_option_error("--token-file", 1);
+				return cli_usage_hint("");
+			}
 			g_token_file = argv[i + 1];
 			i += 2;
 		} else if (strncmp(argv[i], "--token-file=", 13) == 0) {
 			g_token_file = argv[i] + 13;
 			i++;
-		} else
-			return cli_usage_error("", "unknown option '%s'", argv[i]);
+		} else {
+			cli_option_error(argv[i], 0);
+			return cli_usage_hint("");
+		}
 	}
 	if (i >= argc)
 		return cli_usage_error("", "expected a command");

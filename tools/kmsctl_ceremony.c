@@ -153,23 +153,6 @@ static const char usage_revoke[] =
 /* ---- small helpers ---- */
 
 static int
-next_opt(int argc, char **argv, const struct option *opts, const char *cmd)
-{
-	int c;
-
-	opterr = 0;
-	c = getopt_long(argc, argv, ":", opts, NULL);
-	if (c == '?' || c == ':') {
-		fprintf(stderr, "kmsctl: %s '%s'\n",
-		    c == '?' ? "unknown option" : "option needs a value",
-		    argv[optind - 1]);
-		(void)cli_usage_hint(cmd);
-		return '?';
-	}
-	return c;
-}
-
-static int
 print_json(const json_t *j)
 {
 	if (json_dumpf(j, stdout, JSON_INDENT(2)) != 0 || fputc('\n', stdout) == EOF ||
@@ -529,7 +512,7 @@ officer_keygen(int argc, char **argv)
 	BIO *b = NULL;
 	int ch, n, kr, r = CLI_USAGE;
 
-	while ((ch = next_opt(argc, argv, opts, "officer keygen ")) != -1) {
+	while ((ch = cli_next_opt_hint(argc, argv, opts, "officer keygen ")) != -1) {
 		if (ch == O_HELP_)
 			return cli_print_help(usage_officer);
 		if (ch == O_DIR)
@@ -620,7 +603,7 @@ officer_pubkey(int argc, char **argv)
 	char *pin = NULL;
 	int ch, n, r;
 
-	while ((ch = next_opt(argc, argv, opts, "officer pubkey ")) != -1) {
+	while ((ch = cli_next_opt_hint(argc, argv, opts, "officer pubkey ")) != -1) {
 		if (ch == O_HELP_)
 			return cli_print_help(usage_officer);
 		if (!sign_opt(ch, &so))
@@ -701,7 +684,7 @@ officer_list(int argc, char **argv)
 	size_t i;
 	int ch, json = 0, r;
 
-	while ((ch = next_opt(argc, argv, opts, "officer list ")) != -1) {
+	while ((ch = cli_next_opt_hint(argc, argv, opts, "officer list ")) != -1) {
 		if (ch == O_HELP_)
 			return cli_print_help(usage_officer);
 		if (ch == O_TOKEN_FILE_)
@@ -806,7 +789,7 @@ ceremony_show(int argc, char **argv)
 	char *path = NULL;
 	int ch, json = 0, r;
 
-	while ((ch = next_opt(argc, argv, opts, "ceremony show ")) != -1) {
+	while ((ch = cli_next_opt_hint(argc, argv, opts, "ceremony show ")) != -1) {
 		if (ch == O_HELP_)
 			return cli_print_help(usage_ceremony);
 		if (ch == O_TOKEN_FILE_)
@@ -842,7 +825,7 @@ ceremony_list(int argc, char **argv)
 	size_t i;
 	int ch, json = 0, r;
 
-	while ((ch = next_opt(argc, argv, opts, "ceremony list ")) != -1) {
+	while ((ch = cli_next_opt_hint(argc, argv, opts, "ceremony list ")) != -1) {
 		if (ch == O_HELP_)
 			return cli_print_help(usage_ceremony);
 		if (ch == O_TOKEN_FILE_)
@@ -984,7 +967,7 @@ ceremony_import_key(int argc, char **argv)
 	size_t i;
 	int ch, json = 0, r;
 
-	while ((ch = next_opt(argc, argv, opts, "ceremony import-key ")) != -1) {
+	while ((ch = cli_next_opt_hint(argc, argv, opts, "ceremony import-key ")) != -1) {
 		if (ch == O_HELP_)
 			return cli_print_help(usage_ceremony);
 		if (ch == O_TOKEN_FILE_)
@@ -1090,7 +1073,7 @@ ceremony_create(int argc, char **argv)
 
 	if (params == NULL || body == NULL)
 		goto out;
-	while ((ch = next_opt(argc, argv, opts, "ceremony create ")) != -1) {
+	while ((ch = cli_next_opt_hint(argc, argv, opts, "ceremony create ")) != -1) {
 		if (ch == O_HELP_) {
 			r = cli_print_help(usage_ceremony);
 			goto out;
@@ -1161,7 +1144,7 @@ ceremony_decide(int argc, char **argv, const char *decision)
 	int ch, json = 0, yes = 0, r;
 
 	snprintf(cmd, sizeof(cmd), "ceremony %s ", decision);
-	while ((ch = next_opt(argc, argv, opts, cmd)) != -1) {
+	while ((ch = cli_next_opt_hint(argc, argv, opts, cmd)) != -1) {
 		if (ch == O_HELP_)
 			return cli_print_help(usage_ceremony);
 		if (ch == O_TOKEN_FILE_)
@@ -1253,7 +1236,7 @@ ceremony_post(int argc, char **argv, const char *what)
 
 	snprintf(cmd, sizeof(cmd), "ceremony %s ", what);
 	snprintf(suffix, sizeof(suffix), "/%s", what);
-	while ((ch = next_opt(argc, argv, opts, cmd)) != -1) {
+	while ((ch = cli_next_opt_hint(argc, argv, opts, cmd)) != -1) {
 		if (ch == O_HELP_)
 			return cli_print_help(usage_ceremony);
 		if (ch == O_TOKEN_FILE_)
@@ -1386,7 +1369,7 @@ mek_status(int argc, char **argv)
 	json_t *m = NULL;
 	int ch, json = 0, r;
 
-	while ((ch = next_opt(argc, argv, opts, "mek status ")) != -1) {
+	while ((ch = cli_next_opt_hint(argc, argv, opts, "mek status ")) != -1) {
 		if (ch == O_HELP_)
 			return cli_print_help(usage_mek);
 		if (ch == O_TOKEN_FILE_)
@@ -1414,7 +1397,7 @@ mek_rotate(int argc, char **argv)
 	json_t *ans = NULL, *body = NULL;
 	int ch, json = 0, resume = 0, wait = 0, nowait = 0, done, r;
 
-	while ((ch = next_opt(argc, argv, opts, "mek rotate ")) != -1) {
+	while ((ch = cli_next_opt_hint(argc, argv, opts, "mek rotate ")) != -1) {
 		switch (ch) {
 		case O_HELP_: return cli_print_help(usage_mek);
 		case O_TOKEN_FILE_: tf = optarg; break;
@@ -1486,7 +1469,7 @@ cli_key_revoke(int argc, char **argv, const char *token_file)
 	int ch, json = 0, yes = 0, r;
 
 	g_token = token_file;
-	while ((ch = next_opt(argc, argv, opts, "key revoke ")) != -1) {
+	while ((ch = cli_next_opt_hint(argc, argv, opts, "key revoke ")) != -1) {
 		if (ch == O_HELP_)
 			return cli_print_help(usage_revoke);
 		if (ch == O_TOKEN_FILE_)

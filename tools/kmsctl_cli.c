@@ -42,26 +42,48 @@ cli_print_help(const char *text)
 	return CLI_OK;
 }
 
+void
+cli_option_error(const char *opt, int needs_value)
+{
+	if (needs_value)
+		fprintf(stderr, "kmsctl: option '%s' needs a value\n", opt);
+	else
+		fprintf(stderr, "kmsctl: unknown option '%s'\n", opt);
+}
+
 /* getopt_long with the error text ours: returns the option, '?' after
  * printing a usage error. */
 int
 cli_next_opt(int argc, char **argv, const struct option *opts)
 {
+	char shortopt[3] = { '-', '\0', '\0' };
 	int c;
 
 	opterr = 0;
 	c = getopt_long(argc, argv, ":", opts, NULL);
 	if (c == '?') {
-		if (optopt != 0)
-			fprintf(stderr, "kmsctl: unknown option '-%c'\n", optopt);
-		else
-			fprintf(stderr, "kmsctl: unknown option '%s'\n",
-			    argv[optind - 1]);
+		/* A short option: optopt is the letter; a long one: 0. */
+		if (optopt > 0 && optopt < 256 &&
+		    strncmp(argv[optind - 1], "--", 2) != 0) {
+			shortopt[1] = (char)optopt;
+			cli_option_error(shortopt, 0);
+		} else
+			cli_option_error(argv[optind - 1], 0);
 	} else if (c == ':') {
-		fprintf(stderr, "kmsctl: option '%s' needs a value\n",
-		    argv[optind - 1]);
+		cli_option_error(argv[optind - 1], 1);
 		c = '?';
 	}
+	return c;
+}
+
+int
+cli_next_opt_hint(int argc, char **argv, const struct option *opts,
+    const char *cmd)
+{
+	int c = cli_next_opt(argc, argv, opts);
+
+	if (c == '?')
+		(void)cli_usage_hint(cmd);
 	return c;
 }
 

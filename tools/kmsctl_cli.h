@@ -23,10 +23,19 @@ int cli_usage_hint(const char *cmd);
  * stdout could not be written. */
 int cli_print_help(const char *text) KM_WUR;
 
+/* Prints kmsctl's one wording of a bad option `opt`: "option '...' needs
+ * a value" when `needs_value`, else "unknown option '...'". */
+void cli_option_error(const char *opt, int needs_value);
+
 /* getopt_long() (with getopt's own messages off) over `opts`. Returns the
  * option, -1 after the last one, or '?' after printing to stderr which
  * option was unknown or lacked its value (the caller adds the hint). */
 int cli_next_opt(int argc, char **argv, const struct option *opts);
+
+/* cli_next_opt() that adds the hint for `cmd` (as for cli_usage_error())
+ * after a bad option. */
+int cli_next_opt_hint(int argc, char **argv, const struct option *opts,
+    const char *cmd);
 
 /* Reads `path` ("-" or NULL: stdin) whole into `b`, whose limit must be at
  * least `max` + 1; more than `max` bytes is refused. The bytes go straight

@@ -20,6 +20,7 @@
 #include <jansson.h>
 #include <sqlite3.h>
 
+#include "kmsctl_cli.h"
 #include "kmsctl_http.h"
 
 #define RW_MAX_BATCH		1000	/* DESIGN.md section 4 */
@@ -1848,8 +1849,7 @@ cli_rewrap_bulk_main(int argc, char **argv, const char *token_file)
 	memset(&o, 0, sizeof(o));
 	o.batch = RW_DEFAULT_BATCH;
 	o.label = "rewrap";
-	opterr = 0;
-	while ((ch = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+	while ((ch = cli_next_opt(argc, argv, opts)) != -1) {
 		if (ch == RO_HELP) {
 			fputs(usage_bulk, stdout);
 			r = CLI_OK;
@@ -1859,11 +1859,8 @@ cli_rewrap_bulk_main(int argc, char **argv, const char *token_file)
 			token_file = optarg;
 			continue;
 		}
-		if (ch == '?' || ch == ':') {
-			fprintf(stderr, "kmsctl: %s option '%s'\n", ch == ':' ?
-			    "missing value of" : "unknown", argv[optind - 1]);
+		if (ch == '?')
 			goto usage;
-		}
 		if (rw_parse_opt(&o, ch, optarg) != 0)
 			goto usage;
 	}

@@ -15,6 +15,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
+#include "kmsctl_cli.h"
 #include "kmsctl_http.h"
 
 #define REPORT_PAGE "50"	/* records per page: batches can be large */
@@ -651,8 +652,7 @@ em_parse(struct emergency *e, int argc, char **argv)
 	char *end;
 	int ch;
 
-	opterr = 0;
-	while ((ch = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+	while ((ch = cli_next_opt(argc, argv, opts)) != -1) {
 		switch (ch) {
 		case RO_HELP:
 			fputs(usage_emergency, stdout);
@@ -678,9 +678,6 @@ em_parse(struct emergency *e, int argc, char **argv)
 		case EO_FIRST: e->rewrap_first = 1; break;
 		case EO_NOROTATE: e->no_rotate = 1; break;
 		case '?':
-		case ':':
-			fprintf(stderr, "kmsctl: %s option '%s'\n", ch == ':' ?
-			    "missing value of" : "unknown", argv[optind - 1]);
 			return -1;
 		default:
 			if (rw_parse_opt(&e->rw, ch, optarg) != 0)
@@ -940,8 +937,7 @@ cli_inventory_main(int argc, char **argv, const char *token_file)
 	size_t i, j;
 	int ch, json = 0, r = CLI_USAGE;
 
-	opterr = 0;
-	while ((ch = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+	while ((ch = cli_next_opt(argc, argv, opts)) != -1) {
 		switch (ch) {
 		case RO_HELP:
 			fputs(usage_inventory, stdout);
@@ -957,10 +953,7 @@ cli_inventory_main(int argc, char **argv, const char *token_file)
 			}
 			break;
 		default:
-			fprintf(stderr, "kmsctl: %s option '%s'\nTry 'kmsctl key "
-			    "inventory --help'.\n", ch == ':' ? "missing value of" :
-			    "unknown", argv[optind - 1]);
-			return CLI_USAGE;
+			return cli_usage_hint("key inventory ");
 		}
 	}
 	if (optind != argc) {

@@ -84,24 +84,6 @@ static const char usage_jwks[] =
     "every published signing-key version with its kid, use and alg.\n"
     "\n" EXIT_TEXT;
 
-/* getopt_long with kmsctl's messages; '?' after printing one. */
-static int
-next_opt(int argc, char **argv, const struct option *opts, const char *cmd)
-{
-	int c;
-
-	opterr = 0;
-	c = getopt_long(argc, argv, ":", opts, NULL);
-	if (c == '?' || c == ':') {
-		fprintf(stderr, "kmsctl: %s '%s'\n",
-		    c == ':' ? "option needs a value:" : "unknown option",
-		    argv[optind - 1]);
-		(void)cli_usage_hint(cmd);
-		return '?';
-	}
-	return c;
-}
-
 /* A text file (a JWS, a base64 signature): trailing whitespace cut, NUL
  * refused. *out (free()) is NUL-terminated. */
 static int
@@ -213,7 +195,7 @@ cli_sign_main(int argc, char **argv, const char *token_file)
 	char *b64 = NULL, *path = NULL;
 	int ch, prehashed = 0, json = 0, r = CLI_USAGE;
 
-	while ((ch = next_opt(argc, argv, opts, "sign ")) != -1) {
+	while ((ch = cli_next_opt_hint(argc, argv, opts, "sign ")) != -1) {
 		switch (ch) {
 		case O_HELP: return cli_print_help(usage_sign);
 		case O_TOKEN_FILE: token_file = optarg; break;
@@ -321,7 +303,7 @@ cli_verify_main(int argc, char **argv, const char *token_file)
 	long long version = 0;
 	int ch, prehashed = 0, json = 0, r = CLI_USAGE;
 
-	while ((ch = next_opt(argc, argv, opts, "verify ")) != -1) {
+	while ((ch = cli_next_opt_hint(argc, argv, opts, "verify ")) != -1) {
 		switch (ch) {
 		case O_HELP: return cli_print_help(usage_verify);
 		case O_TOKEN_FILE: token_file = optarg; break;
@@ -438,7 +420,7 @@ cli_jwks_main(int argc, char **argv, const char *token_file)
 	json_t *ans = NULL;
 	int ch, r;
 
-	while ((ch = next_opt(argc, argv, opts, "jwks ")) != -1) {
+	while ((ch = cli_next_opt_hint(argc, argv, opts, "jwks ")) != -1) {
 		switch (ch) {
 		case O_HELP: return cli_print_help(usage_jwks);
 		case O_TOKEN_FILE: token_file = optarg; break;
