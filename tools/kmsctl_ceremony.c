@@ -675,6 +675,20 @@ path_of(const char *prefix, const char *seg, const char *suffix, char **out)
 	return r;
 }
 
+/* --token-file and --json, which every command that calls kmsd takes:
+ * stores the one `ch` is and returns 1, else returns 0. */
+static int
+common_opt(int ch, const char **tf, int *json)
+{
+	if (ch == O_TOKEN_FILE_)
+		*tf = optarg;
+	else if (ch == O_JSON_)
+		*json = 1;
+	else
+		return 0;
+	return 1;
+}
+
 static int
 officer_list(int argc, char **argv)
 {
@@ -687,12 +701,9 @@ officer_list(int argc, char **argv)
 	while ((ch = cli_next_opt_hint(argc, argv, opts, "officer list ")) != -1) {
 		if (ch == O_HELP_)
 			return cli_print_help(usage_officer);
-		if (ch == O_TOKEN_FILE_)
-			tf = optarg;
-		else if (ch == O_JSON_)
-			json = 1;
-		else
-			return CLI_USAGE;
+		if (common_opt(ch, &tf, &json))
+			continue;
+		return CLI_USAGE;
 	}
 	if ((r = call(tf, "GET", "/v1/officers", NULL, &ans)) != CLI_OK)
 		return r;
@@ -792,12 +803,9 @@ ceremony_show(int argc, char **argv)
 	while ((ch = cli_next_opt_hint(argc, argv, opts, "ceremony show ")) != -1) {
 		if (ch == O_HELP_)
 			return cli_print_help(usage_ceremony);
-		if (ch == O_TOKEN_FILE_)
-			tf = optarg;
-		else if (ch == O_JSON_)
-			json = 1;
-		else
-			return CLI_USAGE;
+		if (common_opt(ch, &tf, &json))
+			continue;
+		return CLI_USAGE;
 	}
 	if (argc - optind != 1)
 		return cli_usage_error("ceremony show ", "expected one ceremony ID");
@@ -828,11 +836,9 @@ ceremony_list(int argc, char **argv)
 	while ((ch = cli_next_opt_hint(argc, argv, opts, "ceremony list ")) != -1) {
 		if (ch == O_HELP_)
 			return cli_print_help(usage_ceremony);
-		if (ch == O_TOKEN_FILE_)
-			tf = optarg;
-		else if (ch == O_JSON_)
-			json = 1;
-		else if (ch == O_STATE)
+		if (common_opt(ch, &tf, &json))
+			continue;
+		if (ch == O_STATE)
 			state = optarg;
 		else
 			return CLI_USAGE;
@@ -970,11 +976,9 @@ ceremony_import_key(int argc, char **argv)
 	while ((ch = cli_next_opt_hint(argc, argv, opts, "ceremony import-key ")) != -1) {
 		if (ch == O_HELP_)
 			return cli_print_help(usage_ceremony);
-		if (ch == O_TOKEN_FILE_)
-			tf = optarg;
-		else if (ch == O_JSON_)
-			json = 1;
-		else if (ch == O_OUT)
+		if (common_opt(ch, &tf, &json))
+			continue;
+		if (ch == O_OUT)
 			out = optarg;
 		else
 			return CLI_USAGE;
@@ -1078,11 +1082,9 @@ ceremony_create(int argc, char **argv)
 			r = cli_print_help(usage_ceremony);
 			goto out;
 		}
-		if (ch == O_TOKEN_FILE_)
-			tf = optarg;
-		else if (ch == O_JSON_)
-			json = 1;
-		else if (ch == O_PARAM) {
+		if (common_opt(ch, &tf, &json))
+			continue;
+		if (ch == O_PARAM) {
 			if ((r = add_param(params, optarg)) != CLI_OK)
 				goto out;
 		} else if (ch == O_EXPIRES_IN)
@@ -1147,11 +1149,9 @@ ceremony_decide(int argc, char **argv, const char *decision)
 	while ((ch = cli_next_opt_hint(argc, argv, opts, cmd)) != -1) {
 		if (ch == O_HELP_)
 			return cli_print_help(usage_ceremony);
-		if (ch == O_TOKEN_FILE_)
-			tf = optarg;
-		else if (ch == O_JSON_)
-			json = 1;
-		else if (ch == O_YES)
+		if (common_opt(ch, &tf, &json))
+			continue;
+		if (ch == O_YES)
 			yes = 1;
 		else if (!sign_opt(ch, &so))
 			return CLI_USAGE;
@@ -1211,18 +1211,6 @@ out:
 	return r;
 }
 
-static int
-ceremony_approve(int argc, char **argv)
-{
-	return ceremony_decide(argc, argv, "approve");
-}
-
-static int
-ceremony_reject(int argc, char **argv)
-{
-	return ceremony_decide(argc, argv, "reject");
-}
-
 /* execute and cancel: ID, POST, print. */
 static int
 ceremony_post(int argc, char **argv, const char *what)
@@ -1239,11 +1227,9 @@ ceremony_post(int argc, char **argv, const char *what)
 	while ((ch = cli_next_opt_hint(argc, argv, opts, cmd)) != -1) {
 		if (ch == O_HELP_)
 			return cli_print_help(usage_ceremony);
-		if (ch == O_TOKEN_FILE_)
-			tf = optarg;
-		else if (ch == O_JSON_)
-			json = 1;
-		else if (ch == O_REASON && strcmp(what, "cancel") == 0)
+		if (common_opt(ch, &tf, &json))
+			continue;
+		if (ch == O_REASON && strcmp(what, "cancel") == 0)
 			reason = optarg;
 		else
 			return cli_usage_error(cmd, "unknown option");
@@ -1266,18 +1252,6 @@ out:
 	json_decref(body);
 	json_decref(ans);
 	return r;
-}
-
-static int
-ceremony_execute(int argc, char **argv)
-{
-	return ceremony_post(argc, argv, "execute");
-}
-
-static int
-ceremony_cancel(int argc, char **argv)
-{
-	return ceremony_post(argc, argv, "cancel");
 }
 
 /* ---- mek ---- */
@@ -1372,12 +1346,9 @@ mek_status(int argc, char **argv)
 	while ((ch = cli_next_opt_hint(argc, argv, opts, "mek status ")) != -1) {
 		if (ch == O_HELP_)
 			return cli_print_help(usage_mek);
-		if (ch == O_TOKEN_FILE_)
-			tf = optarg;
-		else if (ch == O_JSON_)
-			json = 1;
-		else
-			return CLI_USAGE;
+		if (common_opt(ch, &tf, &json))
+			continue;
+		return CLI_USAGE;
 	}
 	if ((r = call(tf, "GET", "/v1/mek", NULL, &m)) != CLI_OK)
 		return r;
@@ -1472,11 +1443,9 @@ cli_key_revoke(int argc, char **argv, const char *token_file)
 	while ((ch = cli_next_opt_hint(argc, argv, opts, "key revoke ")) != -1) {
 		if (ch == O_HELP_)
 			return cli_print_help(usage_revoke);
-		if (ch == O_TOKEN_FILE_)
-			tf = optarg;
-		else if (ch == O_JSON_)
-			json = 1;
-		else if (ch == O_YES)
+		if (common_opt(ch, &tf, &json))
+			continue;
+		if (ch == O_YES)
 			yes = 1;
 		else if (!sign_opt(ch, &so))
 			return CLI_USAGE;
@@ -1531,9 +1500,13 @@ out:
 
 /* ---- dispatch ---- */
 
+/* A command runs as run(), or as run_what() given `what` (one function
+ * serves approve and reject, another execute and cancel). */
 struct sub {
 	const char *name;
 	int (*run)(int argc, char **argv);
+	int (*run_what)(int argc, char **argv, const char *what);
+	const char *what;
 };
 
 static int
@@ -1551,7 +1524,8 @@ dispatch(const struct sub *subs, const char *group, const char *usage,
 	for (i = 0; subs[i].name != NULL; i++) {
 		if (strcmp(subs[i].name, argv[1]) == 0) {
 			optind = 0;	/* glibc: 0 re-initialises getopt */
-			return subs[i].run(argc - 1, argv + 1);
+			return subs[i].run != NULL ? subs[i].run(argc - 1, argv + 1) :
+			    subs[i].run_what(argc - 1, argv + 1, subs[i].what);
 		}
 	}
 	return cli_usage_error(group, "unknown command '%s'", argv[1]);
@@ -1560,9 +1534,12 @@ dispatch(const struct sub *subs, const char *group, const char *usage,
 int
 cli_officer_main(int argc, char **argv, const char *token_file)
 {
-	static const struct sub subs[] = { { "keygen", officer_keygen },
-		{ "pubkey", officer_pubkey }, { "list", officer_list },
-		{ NULL, NULL } };
+	static const struct sub subs[] = {
+		{ "keygen", officer_keygen, NULL, NULL },
+		{ "pubkey", officer_pubkey, NULL, NULL },
+		{ "list", officer_list, NULL, NULL },
+		{ NULL, NULL, NULL, NULL },
+	};
 
 	return dispatch(subs, "officer ", usage_officer, argc, argv, token_file);
 }
@@ -1570,11 +1547,17 @@ cli_officer_main(int argc, char **argv, const char *token_file)
 int
 cli_ceremony_main(int argc, char **argv, const char *token_file)
 {
-	static const struct sub subs[] = { { "create", ceremony_create },
-		{ "list", ceremony_list }, { "show", ceremony_show },
-		{ "approve", ceremony_approve }, { "reject", ceremony_reject },
-		{ "execute", ceremony_execute }, { "cancel", ceremony_cancel },
-		{ "import-key", ceremony_import_key }, { NULL, NULL } };
+	static const struct sub subs[] = {
+		{ "create", ceremony_create, NULL, NULL },
+		{ "list", ceremony_list, NULL, NULL },
+		{ "show", ceremony_show, NULL, NULL },
+		{ "approve", NULL, ceremony_decide, "approve" },
+		{ "reject", NULL, ceremony_decide, "reject" },
+		{ "execute", NULL, ceremony_post, "execute" },
+		{ "cancel", NULL, ceremony_post, "cancel" },
+		{ "import-key", ceremony_import_key, NULL, NULL },
+		{ NULL, NULL, NULL, NULL },
+	};
 
 	return dispatch(subs, "ceremony ", usage_ceremony, argc, argv, token_file);
 }
@@ -1582,8 +1565,11 @@ cli_ceremony_main(int argc, char **argv, const char *token_file)
 int
 cli_mek_main(int argc, char **argv, const char *token_file)
 {
-	static const struct sub subs[] = { { "status", mek_status },
-		{ "rotate", mek_rotate }, { NULL, NULL } };
+	static const struct sub subs[] = {
+		{ "status", mek_status, NULL, NULL },
+		{ "rotate", mek_rotate, NULL, NULL },
+		{ NULL, NULL, NULL, NULL },
+	};
 
 	return dispatch(subs, "mek ", usage_mek, argc, argv, token_file);
 }
