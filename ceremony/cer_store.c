@@ -176,7 +176,6 @@ static int
 officers_read(sqlite3 *db, void *arg)
 {
 	struct officers_arg *a = arg;
-	struct cer_officer *grown;
 	sqlite3_stmt *s = NULL;
 	size_t cap = 0;
 	int r, row;
@@ -189,15 +188,9 @@ officers_read(sqlite3 *db, void *arg)
 			goto out;
 		if (!row)
 			break;
-		if (a->n == cap) {
-			cap = cap ? cap * 2 : 8;
-			if ((grown = realloc(a->o, cap * sizeof(*grown))) == NULL) {
-				r = KM_ERR_NOMEM;
-				goto out;
-			}
-			a->o = grown;
-		}
-		memset(&a->o[a->n], 0, sizeof(a->o[0]));
+		if ((r = km_grow((void **)&a->o, &cap, a->n + 1,
+		    sizeof(a->o[0]))) != KM_OK)
+			goto out;
 		a->n++;
 		col_text(s, 0, a->o[a->n - 1].name, sizeof(a->o[0].name));
 		if ((r = col_blob(s, 1, &a->o[a->n - 1].spki,
@@ -431,7 +424,6 @@ static int
 record_from_row(sqlite3 *db, sqlite3_stmt *s, struct cer_record **out)
 {
 	struct cer_record *c = NULL;
-	struct cer_decision *grown;
 	sqlite3_stmt *d = NULL;
 	size_t cap = 0;
 	int r, row;
@@ -464,23 +456,19 @@ record_from_row(sqlite3 *db, sqlite3_stmt *s, struct cer_record **out)
 			goto out;
 		if (!row)
 			break;
-		if (c->n_decisions == cap) {
-			cap = cap ? cap * 2 : 4;
-			if (cap > CER_MAX_OFFICERS * 2 ||
-			    (grown = realloc(c->decisions, cap * sizeof(*grown))) == NULL) {
-				r = cap > CER_MAX_OFFICERS * 2 ? KM_ERR_STORE :
-				    KM_ERR_NOMEM;
-				goto out;
-			}
-			c->decisions = grown;
+		if (c->n_decisions == CER_MAX_OFFICERS * 2) {
+			r = KM_ERR_STORE;
+			goto out;
 		}
-		memset(&c->decisions[c->n_decisions], 0, sizeof(*grown));
+		if ((r = km_grow((void **)&c->decisions, &cap, c->n_decisions + 1,
+		    sizeof(*c->decisions))) != KM_OK)
+			goto out;
 		col_text(d, 0, c->decisions[c->n_decisions].officer,
-		    sizeof(grown->officer));
+		    sizeof(c->decisions[0].officer));
 		c->decisions[c->n_decisions].approve = strcmp((const char *)
 		    sqlite3_column_text(d, 1), "approve") == 0;
 		col_text(d, 2, c->decisions[c->n_decisions].signature,
-		    sizeof(grown->signature));
+		    sizeof(c->decisions[0].signature));
 		c->decisions[c->n_decisions].at = sqlite3_column_int64(d, 3);
 		c->n_decisions++;
 	}
@@ -938,7 +926,6 @@ static int
 meks_tx(sqlite3 *db, void *arg)
 {
 	struct meks_arg *a = arg;
-	struct cer_mek *grown;
 	sqlite3_stmt *s = NULL;
 	size_t cap = 0;
 	int r, row;
@@ -953,14 +940,9 @@ meks_tx(sqlite3 *db, void *arg)
 			goto out;
 		if (!row)
 			break;
-		if (a->n == cap) {
-			cap = cap ? cap * 2 : 4;
-			if ((grown = realloc(a->m, cap * sizeof(*grown))) == NULL) {
-				r = KM_ERR_NOMEM;
-				goto out;
-			}
-			a->m = grown;
-		}
+		if ((r = km_grow((void **)&a->m, &cap, a->n + 1,
+		    sizeof(a->m[0]))) != KM_OK)
+			goto out;
 		a->m[a->n].version = (uint32_t)sqlite3_column_int64(s, 0);
 		col_text(s, 1, a->m[a->n].state, sizeof(a->m[0].state));
 		a->m[a->n].created_at = sqlite3_column_int64(s, 2);
@@ -1276,7 +1258,6 @@ static int
 akeys_tx(sqlite3 *db, void *arg)
 {
 	struct akeys_arg *a = arg;
-	struct cer_audit_key *grown;
 	sqlite3_stmt *s = NULL;
 	size_t cap = 0;
 	int r, row;
@@ -1289,14 +1270,9 @@ akeys_tx(sqlite3 *db, void *arg)
 			goto out;
 		if (!row)
 			break;
-		if (a->n == cap) {
-			cap = cap ? cap * 2 : 4;
-			if ((grown = realloc(a->k, cap * sizeof(*grown))) == NULL) {
-				r = KM_ERR_NOMEM;
-				goto out;
-			}
-			a->k = grown;
-		}
+		if ((r = km_grow((void **)&a->k, &cap, a->n + 1,
+		    sizeof(a->k[0]))) != KM_OK)
+			goto out;
 		col_text(s, 0, a->k[a->n].label, sizeof(a->k[0].label));
 		col_text(s, 1, a->k[a->n].kid, sizeof(a->k[0].kid));
 		a->k[a->n].generation = sqlite3_column_int(s, 2);

@@ -63,6 +63,26 @@ km_strerror(km_err e)
 }
 
 int
+km_grow(void **arr, size_t *cap, size_t need, size_t elem)
+{
+	size_t ncap;
+	void *g;
+
+	if (need <= *cap)
+		return KM_OK;
+	ncap = *cap == 0 ? 16 : *cap > SIZE_MAX / 2 ? SIZE_MAX : *cap * 2;
+	if (ncap < need)
+		ncap = need;
+	if (elem == 0 || ncap > SIZE_MAX / elem ||
+	    (g = realloc(*arr, ncap * elem)) == NULL)
+		return KM_ERR_NOMEM;
+	memset((char *)g + *cap * elem, 0, (ncap - *cap) * elem);
+	*arr = g;
+	*cap = ncap;
+	return KM_OK;
+}
+
+int
 km_buf_reserve(struct km_buf *b, size_t extra)
 {
 	unsigned char *n;

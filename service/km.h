@@ -77,6 +77,13 @@ void km_buf_free(struct km_buf *b);
 /* Hands the contents over NUL-terminated; the buffer is left empty. */
 char *km_buf_take_str(struct km_buf *b);
 
+/* Makes room in *arr, an array with room for *cap entries of `elem` bytes,
+ * for at least `need` entries: twice the room (16 at first, or `need` if
+ * that is more), the new entries zeroed. For arrays of rows, not secrets
+ * (the old block is realloc'd, not wiped). Returns KM_OK, or KM_ERR_NOMEM
+ * (also when the size would overflow) with *arr and *cap unchanged. */
+int km_grow(void **arr, size_t *cap, size_t need, size_t elem) KM_WUR;
+
 /* Standard padded base64 (RFC 4648 section 4). *out is NUL-terminated and
  * owned by the caller. */
 int km_b64_encode(const unsigned char *in, size_t len, char **out) KM_WUR;

@@ -1280,7 +1280,6 @@ out:
 static int
 key_load_versions(struct conn *c, struct store_key *k)
 {
-	struct store_version *grown;
 	sqlite3_stmt *s;
 	size_t cap = 0;
 	int r = KM_ERR_INTERNAL, rc, row;
@@ -1296,18 +1295,11 @@ key_load_versions(struct conn *c, struct store_key *k)
 			goto out;
 		if (!row)
 			break;
-		if (k->n_versions == cap) {
-			cap = cap ? cap * 2 : 4;
-			if (cap > SIZE_MAX / sizeof(*grown) ||
-			    (grown = realloc(k->versions, cap * sizeof(*grown))) == NULL) {
-				r = KM_ERR_NOMEM;
-				goto out;
-			}
-			k->versions = grown;
-		}
-		/* Counted before it is filled, so store_key_free cleans up a
-		 * half-read version too. */
-		memset(&k->versions[k->n_versions], 0, sizeof(*grown));
+		if ((r = km_grow((void **)&k->versions, &cap, k->n_versions + 1,
+		    sizeof(*k->versions))) != KM_OK)
+			goto out;
+		/* Counted before it is filled (km_grow zeroed it), so
+		 * store_key_free cleans up a half-read version too. */
 		k->n_versions++;
 		if ((r = version_from_row(s, &k->versions[k->n_versions - 1])) != KM_OK)
 			goto out;
@@ -1507,7 +1499,7 @@ store_key_list(struct store *st, const char *after, size_t limit,
     int (*match)(const char *name, void *arg), void *match_arg,
     struct store_key ***out, size_t *n)
 {
-	struct store_key **keys = NULL, **grown, *k = NULL;
+	struct store_key **keys = NULL, *k = NULL;
 	struct conn *c = NULL;
 	sqlite3_stmt *s;
 	const char *name;
@@ -1546,16 +1538,9 @@ store_key_list(struct store *st, const char *after, size_t limit,
 			continue;
 		if ((r = key_read(c, NULL, sqlite3_column_int64(s, 0), &k)) != KM_OK)
 			goto out;
-		if (cnt == cap) {
-			cap = cap == 0 ? (limit < 16 ? limit : 16) :
-			    (cap > limit / 2 ? limit : cap * 2);
-			if (cap > SIZE_MAX / sizeof(*keys) ||
-			    (grown = realloc(keys, cap * sizeof(*keys))) == NULL) {
-				r = KM_ERR_NOMEM;
-				goto out;
-			}
-			keys = grown;
-		}
+		if ((r = km_grow((void **)&keys, &cap, cnt + 1, sizeof(*keys))) !=
+		    KM_OK)
+			goto out;
 		keys[cnt++] = k;
 		k = NULL;
 	}
@@ -2050,7 +2035,7 @@ out:
 int
 store_token_list(struct store *st, struct store_token ***out, size_t *n)
 {
-	struct store_token **toks = NULL, **grown, *t = NULL;
+	struct store_token **toks = NULL, *t = NULL;
 	struct conn *c;
 	sqlite3_stmt *s;
 	size_t cnt = 0, cap = 0, i;
@@ -2068,15 +2053,9 @@ store_token_list(struct store *st, struct store_token ***out, size_t *n)
 			break;
 		if ((r = token_from_row(s, &t)) != KM_OK)
 			goto out;
-		if (cnt == cap) {
-			cap = cap ? cap * 2 : 16;
-			if (cap > SIZE_MAX / sizeof(*toks) ||
-			    (grown = realloc(toks, cap * sizeof(*toks))) == NULL) {
-				r = KM_ERR_NOMEM;
-				goto out;
-			}
-			toks = grown;
-		}
+		if ((r = km_grow((void **)&toks, &cap, cnt + 1, sizeof(*toks))) !=
+		    KM_OK)
+			goto out;
 		toks[cnt++] = t;
 		t = NULL;
 	}
@@ -2132,24 +2111,6 @@ out:
 
 /* ---- Scheduler, alerts and metrics ---- */
 
-/* Grows *arr (of `size`-byte entries, *cap of them) to hold one more. */
-static int
-grow(void **arr, size_t *cap, size_t used, size_t size)
-{
-	void *g;
-	size_t ncap;
-
-	if (used < *cap)
-		return KM_OK;
-	ncap = *cap ? *cap * 2 : 16;
-	if (ncap > SIZE_MAX / size || (g = realloc(*arr, ncap * size)) == NULL)
-		return KM_ERR_NOMEM;
-	memset((char *)g + *cap * size, 0, (ncap - *cap) * size);
-	*arr = g;
-	*cap = ncap;
-	return KM_OK;
-}
-
 static int64_t
 limit_i64(size_t limit)
 {
@@ -2170,7 +2131,8 @@ sched_rows(struct conn *c, sqlite3_stmt *s, struct store_sched_key **out,
 			goto out;
 		if (!row)
 			break;
-		if ((r = grow((void **)&arr, &cap, cnt, sizeof(*arr))) != KM_OK)
+		if ((r = km_grow((void **)&arr, &cap, cnt + 1, sizeof(*arr))) !=
+		    KM_OK)
 			goto out;
 		k = &arr[cnt];
 		k->key_id = sqlite3_column_int64(s, 0);
@@ -2271,7 +2233,8 @@ store_keys_expiring(struct store *st, int64_t now, int64_t t1, int64_t t2,
 			goto out;
 		if (!row)
 			break;
-		if ((r = grow((void **)&arr, &cap, cnt, sizeof(*arr))) != KM_OK)
+		if ((r = km_grow((void **)&arr, &cap, cnt + 1, sizeof(*arr))) !=
+		    KM_OK)
 			goto out;
 		e = &arr[cnt];
 		e->key_id = sqlite3_column_int64(s, 0);
@@ -2362,7 +2325,8 @@ store_alert_list(struct store *st, int64_t after, const char *key,
 			goto out;
 		if (!row)
 			break;
-		if ((r = grow((void **)&arr, &cap, cnt, sizeof(*arr))) != KM_OK)
+		if ((r = km_grow((void **)&arr, &cap, cnt + 1, sizeof(*arr))) !=
+		    KM_OK)
 			goto out;
 		a = &arr[cnt];
 		a->id = sqlite3_column_int64(s, 0);
@@ -2454,7 +2418,8 @@ store_version_uses(struct store *st, size_t max_keys,
 			goto out;
 		if (!row)
 			break;
-		if ((r = grow((void **)&arr, &cap, cnt, sizeof(*arr))) != KM_OK)
+		if ((r = km_grow((void **)&arr, &cap, cnt + 1, sizeof(*arr))) !=
+		    KM_OK)
 			goto out;
 		u = &arr[cnt];
 		u->key_id = sqlite3_column_int64(s, 0);

@@ -1,5 +1,6 @@
 /* Unit tests of the shared basics in service/km.c: error strings, the
- * bounded buffer, base64/base64url/hex, RFC 3339 times and durations. */
+ * bounded buffer, base64/base64url/hex, RFC 3339 times and durations, and
+ * km_grow. */
 #include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -662,6 +663,40 @@ test_duration_format(void)
 	CU_ASSERT_EQUAL(out[3], 'X');
 }
 
+/* --- growing arrays ----------------------------------------------------- */
+
+static void
+test_grow(void)
+{
+	struct { int64_t a; char b[12]; } *arr = NULL;
+	void *before;
+	size_t cap = 0, i, j;
+
+	/* Room for each new row, the new rows zeroed, the old ones kept. */
+	for (i = 0; i < 100; i++) {
+		CU_ASSERT_EQUAL_FATAL(km_grow((void **)&arr, &cap, i + 1,
+		    sizeof(*arr)), KM_OK);
+		CU_ASSERT_FATAL(cap >= i + 1);
+		for (j = i; j < cap; j++)
+			CU_ASSERT(arr[j].a == 0 && arr[j].b[11] == 0);
+		arr[i].a = (int64_t)i + 1;
+		memset(arr[i].b, 'x', sizeof(arr[i].b));
+	}
+	for (i = 0; i < 100; i++)
+		CU_ASSERT(arr[i].a == (int64_t)i + 1 && arr[i].b[11] == 'x');
+	/* Enough room already: nothing moves. */
+	before = arr;
+	CU_ASSERT_EQUAL(km_grow((void **)&arr, &cap, cap, sizeof(*arr)), KM_OK);
+	CU_ASSERT_PTR_EQUAL(arr, before);
+	/* A size that would overflow fails and leaves the array as it was. */
+	i = cap;
+	CU_ASSERT_EQUAL(km_grow((void **)&arr, &cap, SIZE_MAX / 2, sizeof(*arr)),
+	    KM_ERR_NOMEM);
+	CU_ASSERT_EQUAL(cap, i);
+	CU_ASSERT_PTR_EQUAL(arr, before);
+	free(arr);
+}
+
 int
 main(void)
 {
@@ -685,6 +720,7 @@ main(void)
 		{ "time round trip", test_time_roundtrip },
 		{ "duration parse", test_duration_parse },
 		{ "duration format", test_duration_format },
+		{ "grow keeps rows, zeroes new ones, refuses overflow", test_grow },
 		{ NULL, NULL },
 	};
 
