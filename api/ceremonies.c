@@ -79,6 +79,36 @@ answer_ceremony(struct api_req *rq, struct cer *c, const char *id, int status)
 		api_answer(rq, status, json_pack("{s:s}", "id", id));
 }
 
+/* The answer to a change of ceremony `id` that returned `r`: its `why`
+ * (or the code's text) when it failed, else the ceremony as it now is. */
+static void
+answer_change(struct api_req *rq, struct cer *c, const char *id, int r,
+    const char *why, int status)
+{
+	if (r != KM_OK)
+		api_error(rq, r, "%s", why[0] ? why : km_strerror(r));
+	else
+		answer_ceremony(rq, c, id, status);
+}
+
+/* A GET of `read`'s JSON; on failure "reading `what` failed". */
+static void
+answer_read(struct api_req *rq, int (*read)(struct cer *, json_t **),
+    const char *what)
+{
+	struct cer *c;
+	json_t *j = NULL;
+	int r;
+
+	if (cer_or_respond(rq, &c))
+		return;
+	if ((r = read(c, &j)) != KM_OK) {
+		api_error(rq, r, "reading %s failed", what);
+		return;
+	}
+	api_answer(rq, 200, j);
+}
+
 /* An empty body, or a JSON object with only `fields`. */
 static int
 optional_body_or_respond(struct api_req *rq, const char *const *fields,
@@ -140,12 +170,9 @@ api_cer_create(struct api_req *rq)
 		goto out;
 	}
 	rq->status = 201;
-	if ((r = cer_create_upload(c, op, params, upload, upload_len, ttl,
-	    officer, ts, sig, &a, id, why)) != KM_OK) {
-		api_error(rq, r, "%s", why[0] ? why : km_strerror(r));
-		goto out;
-	}
-	answer_ceremony(rq, c, id, 201);
+	r = cer_create_upload(c, op, params, upload, upload_len, ttl, officer, ts,
+	    sig, &a, id, why);
+	answer_change(rq, c, id, r, why, 201);
 out:
 	free(upload);
 	json_decref(body);
@@ -287,12 +314,8 @@ api_cer_approve(struct api_req *rq)
 	if (strcmp(decision, "reject") == 0)
 		rq->op = "ceremony.reject";
 	rq->status = 200;
-	if ((r = cer_decide(c, id, officer, decision, sig, &a, &dup, why)) !=
-	    KM_OK) {
-		api_error(rq, r, "%s", why[0] ? why : km_strerror(r));
-		goto out;
-	}
-	answer_ceremony(rq, c, id, 200);
+	r = cer_decide(c, id, officer, decision, sig, &a, &dup, why);
+	answer_change(rq, c, id, r, why, 200);
 out:
 	json_decref(body);
 }
@@ -313,11 +336,8 @@ api_cer_execute(struct api_req *rq)
 	    optional_body_or_respond(rq, fields, &body))
 		goto out;
 	rq->status = 200;
-	if ((r = cer_execute(c, id, &a, why)) != KM_OK) {
-		api_error(rq, r, "%s", why[0] ? why : km_strerror(r));
-		goto out;
-	}
-	answer_ceremony(rq, c, id, 200);
+	r = cer_execute(c, id, &a, why);
+	answer_change(rq, c, id, r, why, 200);
 out:
 	json_decref(body);
 }
@@ -341,11 +361,8 @@ api_cer_cancel(struct api_req *rq)
 	if (reason != NULL)
 		api_audit_set(rq, "reason", json_string(reason));
 	rq->status = 200;
-	if ((r = cer_cancel(c, id, &a, why)) != KM_OK) {
-		api_error(rq, r, "%s", why[0] ? why : km_strerror(r));
-		goto out;
-	}
-	answer_ceremony(rq, c, id, 200);
+	r = cer_cancel(c, id, &a, why);
+	answer_change(rq, c, id, r, why, 200);
 out:
 	json_decref(body);
 }
@@ -353,33 +370,13 @@ out:
 void
 api_officers_list(struct api_req *rq)
 {
-	struct cer *c;
-	json_t *j = NULL;
-	int r;
-
-	if (cer_or_respond(rq, &c))
-		return;
-	if ((r = cer_officers_json(c, &j)) != KM_OK) {
-		api_error(rq, r, "reading the officer registry failed");
-		return;
-	}
-	api_answer(rq, 200, j);
+	answer_read(rq, cer_officers_json, "the officer registry");
 }
 
 void
 api_mek_get(struct api_req *rq)
 {
-	struct cer *c;
-	json_t *j = NULL;
-	int r;
-
-	if (cer_or_respond(rq, &c))
-		return;
-	if ((r = cer_mek_json(c, &j)) != KM_OK) {
-		api_error(rq, r, "reading the MEK versions failed");
-		return;
-	}
-	api_answer(rq, 200, j);
+	answer_read(rq, cer_mek_json, "the MEK versions");
 }
 
 void
