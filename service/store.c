@@ -2117,33 +2117,26 @@ limit_i64(size_t limit)
 	return limit > INT64_MAX ? INT64_MAX : (int64_t)limit;
 }
 
-/* Steps a SCHED_FROM query into a new array. */
+/* Steps `s` to its end into a new array of `elem`-byte rows, each zeroed
+ * and then filled by fill(s, row); hands the array to *out and its length
+ * to *n. `what` names the query in errors. Rows that own no memory only:
+ * on failure the array is freed as it is. */
 static int
-sched_rows(struct conn *c, sqlite3_stmt *s, struct store_sched_key **out,
-    size_t *n)
+rows_read(struct conn *c, sqlite3_stmt *s, const char *what, size_t elem,
+    int (*fill)(sqlite3_stmt *s, void *row), void **out, size_t *n)
 {
-	struct store_sched_key *arr = NULL, *k;
+	void *arr = NULL;
 	size_t cnt = 0, cap = 0;
 	int r = KM_ERR_INTERNAL, row;
 
 	for (;;) {
-		if ((r = stmt_row(c, s, &row, "list scheduled keys")) != KM_OK)
+		if ((r = stmt_row(c, s, &row, what)) != KM_OK)
 			goto out;
 		if (!row)
 			break;
-		if ((r = km_grow((void **)&arr, &cap, cnt + 1, sizeof(*arr))) !=
-		    KM_OK)
+		if ((r = km_grow(&arr, &cap, cnt + 1, elem)) != KM_OK ||
+		    (r = fill(s, (char *)arr + cnt * elem)) != KM_OK)
 			goto out;
-		k = &arr[cnt];
-		k->key_id = sqlite3_column_int64(s, 0);
-		if ((r = col_text_fixed(s, 1, k->name, sizeof(k->name))) != KM_OK ||
-		    (r = col_text_fixed(s, 2, k->type, sizeof(k->type))) != KM_OK ||
-		    (r = col_u32(s, 3, &k->primary_version)) != KM_OK)
-			goto out;
-		k->rotation_period = sqlite3_column_int64(s, 4);
-		k->next_rotation_at = sqlite3_column_int64(s, 5);
-		k->expires_at = sqlite3_column_int64(s, 6);
-		k->primary_created_at = sqlite3_column_int64(s, 7);
 		cnt++;
 	}
 	*out = arr;
@@ -2153,6 +2146,34 @@ sched_rows(struct conn *c, sqlite3_stmt *s, struct store_sched_key **out,
 out:
 	free(arr);
 	return r;
+}
+
+/* A row of a SCHED_FROM query. */
+static int
+sched_fill(sqlite3_stmt *s, void *row)
+{
+	struct store_sched_key *k = row;
+	int r;
+
+	k->key_id = sqlite3_column_int64(s, 0);
+	if ((r = col_text_fixed(s, 1, k->name, sizeof(k->name))) != KM_OK ||
+	    (r = col_text_fixed(s, 2, k->type, sizeof(k->type))) != KM_OK ||
+	    (r = col_u32(s, 3, &k->primary_version)) != KM_OK)
+		return r;
+	k->rotation_period = sqlite3_column_int64(s, 4);
+	k->next_rotation_at = sqlite3_column_int64(s, 5);
+	k->expires_at = sqlite3_column_int64(s, 6);
+	k->primary_created_at = sqlite3_column_int64(s, 7);
+	return KM_OK;
+}
+
+/* Steps a SCHED_FROM query into a new array. */
+static int
+sched_rows(struct conn *c, sqlite3_stmt *s, struct store_sched_key **out,
+    size_t *n)
+{
+	return rows_read(c, s, "list scheduled keys", sizeof(**out), sched_fill,
+	    (void **)out, n);
 }
 
 int
@@ -2203,15 +2224,27 @@ out:
 	return r;
 }
 
+static int
+expiring_fill(sqlite3_stmt *s, void *row)
+{
+	struct store_expiring *e = row;
+	int r;
+
+	e->key_id = sqlite3_column_int64(s, 0);
+	if ((r = col_text_fixed(s, 1, e->name, sizeof(e->name))) != KM_OK)
+		return r;
+	e->expires_at = sqlite3_column_int64(s, 2);
+	e->threshold = sqlite3_column_int64(s, 3);
+	return KM_OK;
+}
+
 int
 store_keys_expiring(struct store *st, int64_t now, int64_t t1, int64_t t2,
     int64_t t3, size_t limit, struct store_expiring **out, size_t *n)
 {
-	struct store_expiring *arr = NULL, *e;
 	struct conn *c;
 	sqlite3_stmt *s;
-	size_t cnt = 0, cap = 0;
-	int r = KM_ERR_INTERNAL, rc, row;
+	int r = KM_ERR_INTERNAL, rc;
 
 	*out = NULL;
 	*n = 0;
@@ -2228,29 +2261,10 @@ store_keys_expiring(struct store *st, int64_t now, int64_t t1, int64_t t2,
 		r = sql_err(c->db, rc, "bind expiring keys");
 		goto out;
 	}
-	for (;;) {
-		if ((r = stmt_row(c, s, &row, "list expiring keys")) != KM_OK)
-			goto out;
-		if (!row)
-			break;
-		if ((r = km_grow((void **)&arr, &cap, cnt + 1, sizeof(*arr))) !=
-		    KM_OK)
-			goto out;
-		e = &arr[cnt];
-		e->key_id = sqlite3_column_int64(s, 0);
-		if ((r = col_text_fixed(s, 1, e->name, sizeof(e->name))) != KM_OK)
-			goto out;
-		e->expires_at = sqlite3_column_int64(s, 2);
-		e->threshold = sqlite3_column_int64(s, 3);
-		cnt++;
-	}
-	*out = arr;
-	*n = cnt;
-	arr = NULL;
-	r = KM_OK;
+	r = rows_read(c, s, "list expiring keys", sizeof(**out), expiring_fill,
+	    (void **)out, n);
 out:
 	reader_put(st, c);
-	free(arr);
 	return r;
 }
 
@@ -2299,15 +2313,31 @@ out:
 	return r;
 }
 
+static int
+alert_fill(sqlite3_stmt *s, void *row)
+{
+	struct store_alert *a = row;
+	int r;
+
+	a->id = sqlite3_column_int64(s, 0);
+	a->key_id = sqlite3_column_int64(s, 1);
+	if ((r = col_text_fixed(s, 2, a->key, sizeof(a->key))) != KM_OK ||
+	    (r = col_text_fixed(s, 3, a->kind, sizeof(a->kind))) != KM_OK ||
+	    (r = col_text_fixed(s, 7, a->detail, sizeof(a->detail))) != KM_OK)
+		return r;
+	a->threshold = sqlite3_column_int64(s, 4);
+	a->ref_at = sqlite3_column_int64(s, 5);
+	a->raised_at = sqlite3_column_int64(s, 6);
+	return KM_OK;
+}
+
 int
 store_alert_list(struct store *st, int64_t after, const char *key,
     size_t limit, struct store_alert **out, size_t *n)
 {
-	struct store_alert *arr = NULL, *a;
 	struct conn *c;
 	sqlite3_stmt *s;
-	size_t cnt = 0, cap = 0;
-	int r = KM_ERR_INTERNAL, rc, row;
+	int r = KM_ERR_INTERNAL, rc;
 
 	*out = NULL;
 	*n = 0;
@@ -2320,33 +2350,10 @@ store_alert_list(struct store *st, int64_t after, const char *key,
 		r = sql_err(c->db, rc, "bind alert list");
 		goto out;
 	}
-	for (;;) {
-		if ((r = stmt_row(c, s, &row, "list alerts")) != KM_OK)
-			goto out;
-		if (!row)
-			break;
-		if ((r = km_grow((void **)&arr, &cap, cnt + 1, sizeof(*arr))) !=
-		    KM_OK)
-			goto out;
-		a = &arr[cnt];
-		a->id = sqlite3_column_int64(s, 0);
-		a->key_id = sqlite3_column_int64(s, 1);
-		if ((r = col_text_fixed(s, 2, a->key, sizeof(a->key))) != KM_OK ||
-		    (r = col_text_fixed(s, 3, a->kind, sizeof(a->kind))) != KM_OK ||
-		    (r = col_text_fixed(s, 7, a->detail, sizeof(a->detail))) != KM_OK)
-			goto out;
-		a->threshold = sqlite3_column_int64(s, 4);
-		a->ref_at = sqlite3_column_int64(s, 5);
-		a->raised_at = sqlite3_column_int64(s, 6);
-		cnt++;
-	}
-	*out = arr;
-	*n = cnt;
-	arr = NULL;
-	r = KM_OK;
+	r = rows_read(c, s, "list alerts", sizeof(**out), alert_fill,
+	    (void **)out, n);
 out:
 	reader_put(st, c);
-	free(arr);
 	return r;
 }
 
@@ -2392,16 +2399,35 @@ out:
 	return r;
 }
 
+static int
+version_use_fill(sqlite3_stmt *s, void *row)
+{
+	struct store_version_use *u = row;
+	int64_t state, uses;
+	int r;
+
+	u->key_id = sqlite3_column_int64(s, 0);
+	if ((r = col_text_fixed(s, 1, u->name, sizeof(u->name))) != KM_OK ||
+	    (r = col_u32(s, 2, &u->version)) != KM_OK)
+		return r;
+	state = sqlite3_column_int64(s, 3);
+	uses = sqlite3_column_int64(s, 4);
+	if (!state_valid(state) || uses < 0)
+		return corrupt(s, state_valid(state) ? 4 : 3);
+	u->state = (enum km_state)state;
+	u->use_count = (uint64_t)uses;
+	u->last_used_at = sqlite3_column_int64(s, 5);
+	u->created_at = sqlite3_column_int64(s, 6);
+	return KM_OK;
+}
+
 int
 store_version_uses(struct store *st, size_t max_keys,
     struct store_version_use **out, size_t *n)
 {
-	struct store_version_use *arr = NULL, *u;
 	struct conn *c = NULL;
 	sqlite3_stmt *s;
-	size_t cnt = 0, cap = 0;
-	int64_t state, uses;
-	int r = KM_ERR_INTERNAL, rc, row;
+	int r = KM_ERR_INTERNAL, rc;
 
 	*out = NULL;
 	*n = 0;
@@ -2413,38 +2439,10 @@ store_version_uses(struct store *st, size_t max_keys,
 		r = sql_err(c->db, rc, "bind version uses");
 		goto out;
 	}
-	for (;;) {
-		if ((r = stmt_row(c, s, &row, "version uses")) != KM_OK)
-			goto out;
-		if (!row)
-			break;
-		if ((r = km_grow((void **)&arr, &cap, cnt + 1, sizeof(*arr))) !=
-		    KM_OK)
-			goto out;
-		u = &arr[cnt];
-		u->key_id = sqlite3_column_int64(s, 0);
-		if ((r = col_text_fixed(s, 1, u->name, sizeof(u->name))) != KM_OK ||
-		    (r = col_u32(s, 2, &u->version)) != KM_OK)
-			goto out;
-		state = sqlite3_column_int64(s, 3);
-		uses = sqlite3_column_int64(s, 4);
-		if (!state_valid(state) || uses < 0) {
-			r = corrupt(s, state_valid(state) ? 4 : 3);
-			goto out;
-		}
-		u->state = (enum km_state)state;
-		u->use_count = (uint64_t)uses;
-		u->last_used_at = sqlite3_column_int64(s, 5);
-		u->created_at = sqlite3_column_int64(s, 6);
-		cnt++;
-	}
-	*out = arr;
-	*n = cnt;
-	arr = NULL;
-	r = KM_OK;
+	r = rows_read(c, s, "version uses", sizeof(**out), version_use_fill,
+	    (void **)out, n);
 out:
 	if (c != NULL)
 		reader_put(st, c);
-	free(arr);
 	return r;
 }
