@@ -167,39 +167,39 @@ col_blob(sqlite3_stmt *s, int col, unsigned char **out, size_t *len)
 
 /* ---- officers and the quorum ---- */
 
-struct officers_arg {
-	struct cer_officer *o;
+/* A query whose rows fill a new array: its SQL (no parameters), the row
+ * size and how to fill one row; then the array and its length. */
+struct rows_arg {
+	const char *sql;
+	size_t elem;
+	int (*fill)(sqlite3_stmt *s, void *row);
+	void *arr;
 	size_t n;
 };
 
 static int
-officers_read(sqlite3 *db, void *arg)
+rows_tx(sqlite3 *db, void *arg)
 {
-	struct officers_arg *a = arg;
+	struct rows_arg *a = arg;
 	sqlite3_stmt *s = NULL;
 	size_t cap = 0;
 	int r, row;
 
-	if ((r = query(db, &s, "SELECT name, public_key, state, added_at,"
-	    " removed_at FROM officers ORDER BY name", "")) != KM_OK)
+	if ((r = query(db, &s, a->sql, "")) != KM_OK)
 		goto out;
 	for (;;) {
 		if ((r = step(db, s, &row)) != KM_OK)
 			goto out;
 		if (!row)
 			break;
-		if ((r = km_grow((void **)&a->o, &cap, a->n + 1,
-		    sizeof(a->o[0]))) != KM_OK)
+		if ((r = km_grow(&a->arr, &cap, a->n + 1, a->elem)) != KM_OK)
 			goto out;
+		/* Counted (zeroed) before it is filled, so the caller's
+		 * cleanup frees a half-read row too. */
 		a->n++;
-		col_text(s, 0, a->o[a->n - 1].name, sizeof(a->o[0].name));
-		if ((r = col_blob(s, 1, &a->o[a->n - 1].spki,
-		    &a->o[a->n - 1].spki_len)) != KM_OK)
+		if ((r = a->fill(s, (char *)a->arr + (a->n - 1) * a->elem)) !=
+		    KM_OK)
 			goto out;
-		a->o[a->n - 1].active = strcmp((const char *)
-		    sqlite3_column_text(s, 2), "active") == 0;
-		a->o[a->n - 1].added_at = sqlite3_column_int64(s, 3);
-		a->o[a->n - 1].removed_at = sqlite3_column_int64(s, 4);
 	}
 	r = KM_OK;
 out:
@@ -207,19 +207,36 @@ out:
 	return r;
 }
 
+static int
+officer_fill(sqlite3_stmt *s, void *row)
+{
+	struct cer_officer *o = row;
+	int r;
+
+	col_text(s, 0, o->name, sizeof(o->name));
+	if ((r = col_blob(s, 1, &o->spki, &o->spki_len)) != KM_OK)
+		return r;
+	o->active = strcmp((const char *)sqlite3_column_text(s, 2), "active") == 0;
+	o->added_at = sqlite3_column_int64(s, 3);
+	o->removed_at = sqlite3_column_int64(s, 4);
+	return KM_OK;
+}
+
 int
 cer_store_officers(struct store *st, struct cer_officer **out, size_t *n)
 {
-	struct officers_arg a = { NULL, 0 };
+	struct rows_arg a = { "SELECT name, public_key, state, added_at,"
+	    " removed_at FROM officers ORDER BY name", sizeof(**out),
+	    officer_fill, NULL, 0 };
 	int r;
 
 	*out = NULL;
 	*n = 0;
-	if ((r = store_read_tx(st, officers_read, &a)) != KM_OK) {
-		cer_officers_free(a.o, a.n);
+	if ((r = store_read_tx(st, rows_tx, &a)) != KM_OK) {
+		cer_officers_free(a.arr, a.n);
 		return r;
 	}
-	*out = a.o;
+	*out = a.arr;
 	*n = a.n;
 	return KM_OK;
 }
@@ -917,57 +934,35 @@ cer_store_execute(struct store *st, const char *id, const char *by,
 
 /* ---- MEK versions and rotation ---- */
 
-struct meks_arg {
-	struct cer_mek *m;
-	size_t n;
-};
-
 static int
-meks_tx(sqlite3 *db, void *arg)
+mek_fill(sqlite3_stmt *s, void *row)
 {
-	struct meks_arg *a = arg;
-	sqlite3_stmt *s = NULL;
-	size_t cap = 0;
-	int r, row;
+	struct cer_mek *m = row;
 
-	if ((r = query(db, &s, "SELECT m.version, m.state, m.created_at,"
-	    " (SELECT count(*) FROM key_versions v WHERE v.mek_version ="
-	    " m.version AND v.storage = 1 AND v.wrapped IS NOT NULL) FROM"
-	    " mek_versions m ORDER BY m.version", "")) != KM_OK)
-		goto out;
-	for (;;) {
-		if ((r = step(db, s, &row)) != KM_OK)
-			goto out;
-		if (!row)
-			break;
-		if ((r = km_grow((void **)&a->m, &cap, a->n + 1,
-		    sizeof(a->m[0]))) != KM_OK)
-			goto out;
-		a->m[a->n].version = (uint32_t)sqlite3_column_int64(s, 0);
-		col_text(s, 1, a->m[a->n].state, sizeof(a->m[0].state));
-		a->m[a->n].created_at = sqlite3_column_int64(s, 2);
-		a->m[a->n].versions = sqlite3_column_int64(s, 3);
-		a->n++;
-	}
-	r = KM_OK;
-out:
-	(void)sqlite3_finalize(s);
-	return r;
+	m->version = (uint32_t)sqlite3_column_int64(s, 0);
+	col_text(s, 1, m->state, sizeof(m->state));
+	m->created_at = sqlite3_column_int64(s, 2);
+	m->versions = sqlite3_column_int64(s, 3);
+	return KM_OK;
 }
 
 int
 cer_store_meks(struct store *st, struct cer_mek **out, size_t *n)
 {
-	struct meks_arg a = { NULL, 0 };
+	struct rows_arg a = { "SELECT m.version, m.state, m.created_at,"
+	    " (SELECT count(*) FROM key_versions v WHERE v.mek_version ="
+	    " m.version AND v.storage = 1 AND v.wrapped IS NOT NULL) FROM"
+	    " mek_versions m ORDER BY m.version", sizeof(**out), mek_fill,
+	    NULL, 0 };
 	int r;
 
 	*out = NULL;
 	*n = 0;
-	if ((r = store_read_tx(st, meks_tx, &a)) != KM_OK) {
-		free(a.m);
+	if ((r = store_read_tx(st, rows_tx, &a)) != KM_OK) {
+		free(a.arr);
 		return r;
 	}
-	*out = a.m;
+	*out = a.arr;
 	*n = a.n;
 	return KM_OK;
 }
@@ -1249,55 +1244,33 @@ cer_store_rotation_finish(struct store *st, int64_t id, uint32_t old,
 
 /* ---- audit-signing keys ---- */
 
-struct akeys_arg {
-	struct cer_audit_key *k;
-	size_t n;
-};
-
 static int
-akeys_tx(sqlite3 *db, void *arg)
+audit_key_fill(sqlite3_stmt *s, void *row)
 {
-	struct akeys_arg *a = arg;
-	sqlite3_stmt *s = NULL;
-	size_t cap = 0;
-	int r, row;
+	struct cer_audit_key *k = row;
 
-	if ((r = query(db, &s, "SELECT label, kid, generation, created_at FROM"
-	    " audit_keys ORDER BY generation", "")) != KM_OK)
-		goto out;
-	for (;;) {
-		if ((r = step(db, s, &row)) != KM_OK)
-			goto out;
-		if (!row)
-			break;
-		if ((r = km_grow((void **)&a->k, &cap, a->n + 1,
-		    sizeof(a->k[0]))) != KM_OK)
-			goto out;
-		col_text(s, 0, a->k[a->n].label, sizeof(a->k[0].label));
-		col_text(s, 1, a->k[a->n].kid, sizeof(a->k[0].kid));
-		a->k[a->n].generation = sqlite3_column_int(s, 2);
-		a->k[a->n].created_at = sqlite3_column_int64(s, 3);
-		a->n++;
-	}
-	r = KM_OK;
-out:
-	(void)sqlite3_finalize(s);
-	return r;
+	col_text(s, 0, k->label, sizeof(k->label));
+	col_text(s, 1, k->kid, sizeof(k->kid));
+	k->generation = sqlite3_column_int(s, 2);
+	k->created_at = sqlite3_column_int64(s, 3);
+	return KM_OK;
 }
 
 int
 cer_store_audit_keys(struct store *st, struct cer_audit_key **out, size_t *n)
 {
-	struct akeys_arg a = { NULL, 0 };
+	struct rows_arg a = { "SELECT label, kid, generation, created_at FROM"
+	    " audit_keys ORDER BY generation", sizeof(**out), audit_key_fill,
+	    NULL, 0 };
 	int r;
 
 	*out = NULL;
 	*n = 0;
-	if ((r = store_read_tx(st, akeys_tx, &a)) != KM_OK) {
-		free(a.k);
+	if ((r = store_read_tx(st, rows_tx, &a)) != KM_OK) {
+		free(a.arr);
 		return r;
 	}
-	*out = a.k;
+	*out = a.arr;
 	*n = a.n;
 	return KM_OK;
 }
