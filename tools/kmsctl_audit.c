@@ -18,7 +18,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <curl/curl.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
@@ -1539,257 +1538,29 @@ cmd_verify(int argc, char **argv)
 /* Raw downloads                                                       */
 /* ================================================================== */
 
-/* GET of an answer that is not JSON (a segment, checkpoints.jsonl), which
- * cli_http_call does not take: streamed to a file or to memory, hashed on
- * the way. Same KMS_ADDR, KMS_CACERT and token as cli_http. */
-struct fetch {
-	CURL *curl;
-	struct curl_slist *headers;	/* holds the bearer token; wiped on free */
-	char *base;
-	const char *cacert;
-	char errbuf[CURL_ERROR_SIZE];
-};
-
+/* Where cli_http_get_stream puts a file: a descriptor or memory, hashed
+ * on the way, its lines counted. */
 struct sink {
-	CURL *curl;
 	int fd;				/* -1: into mem */
 	struct km_buf *mem;
 	EVP_MD_CTX *md;			/* may be NULL */
-	uint64_t bytes, lines, max;
-	struct km_buf err;		/* the body of a non-2xx answer */
-	int werr;			/* errno of a failed write; EFBIG: too big */
+	uint64_t lines;
 };
 
-static void
-fetch_free(struct fetch *f)
-{
-	struct curl_slist *l;
-
-	if (f == NULL)
-		return;
-	if (f->curl != NULL)
-		curl_easy_cleanup(f->curl);
-	for (l = f->headers; l != NULL; l = l->next)
-		OPENSSL_cleanse(l->data, strlen(l->data));
-	curl_slist_free_all(f->headers);
-	free(f->base);
-	free(f);
-}
-
-/* The bearer token as cli_http_new finds it: FILE, else KMS_TOKEN. */
 static int
-fetch_token(const char *token_file, char **tok)
-{
-	const char *env;
-
-	*tok = NULL;
-	if (token_file != NULL)
-		return cli_read_token_file(token_file, tok);
-	if ((env = getenv("KMS_TOKEN")) == NULL || *env == '\0')
-		return CLI_OK;
-	if (!text_ok(env, 1024, 0)) {
-		fprintf(stderr, "kmsctl: KMS_TOKEN is not a token\n");
-		return CLI_USAGE;
-	}
-	if ((*tok = strdup(env)) == NULL) {
-		fprintf(stderr, "kmsctl: out of memory\n");
-		return CLI_USAGE;
-	}
-	return CLI_OK;
-}
-
-static int
-fetch_headers(struct fetch *f, const char *tok)
-{
-	struct km_buf hdr = KM_BUF_INIT(1200);
-	struct curl_slist *l;
-	char *line = NULL;
-	int r = -1;
-
-	if ((l = curl_slist_append(NULL, "Accept: application/x-ndjson, "
-	    "application/json")) == NULL)
-		return -1;
-	f->headers = l;
-	if (tok != NULL) {
-		km_buf_append_str(&hdr, "Authorization: Bearer ");
-		km_buf_append_str(&hdr, tok);
-		if ((line = km_buf_take_str(&hdr)) == NULL ||
-		    curl_slist_append(f->headers, line) == NULL)
-			goto out;
-	}
-	r = 0;
-out:
-	if (line != NULL)
-		km_secure_free(line, strlen(line));
-	km_buf_free(&hdr);
-	return r;
-}
-
-static int
-fetch_new(const char *token_file, struct fetch **out)
-{
-	struct fetch *f;
-	const char *addr = getenv("KMS_ADDR");
-	char *tok = NULL;
-	size_t n;
-	int r;
-
-	*out = NULL;
-	if (addr == NULL || *addr == '\0')
-		addr = "http://127.0.0.1:8420";
-	if ((r = fetch_token(token_file, &tok)) != CLI_OK)
-		return r;
-	r = CLI_USAGE;
-	if ((f = calloc(1, sizeof(*f))) == NULL ||
-	    (f->base = strdup(addr)) == NULL ||
-	    fetch_headers(f, tok) != 0 ||
-	    (f->curl = curl_easy_init()) == NULL) {
-		fprintf(stderr, "kmsctl: out of memory\n");
-		goto out;
-	}
-	n = strlen(f->base);
-	while (n > 0 && f->base[n - 1] == '/')
-		f->base[--n] = '\0';
-	if ((f->cacert = getenv("KMS_CACERT")) != NULL && *f->cacert == '\0')
-		f->cacert = NULL;
-	*out = f;
-	f = NULL;
-	r = CLI_OK;
-out:
-	if (tok != NULL)
-		km_secure_free(tok, strlen(tok));
-	fetch_free(f);
-	return r;
-}
-
-static size_t
-on_data(char *p, size_t size, size_t n, void *arg)
+sink_write(void *arg, const char *p, size_t n)
 {
 	struct sink *s = arg;
-	long status = 0;
 	size_t i;
 
-	/* size is 1 for libcurl's write callback; a short count aborts. */
-	if (size != 1 || n == 0)
-		return size * n;
-	(void)curl_easy_getinfo(s->curl, CURLINFO_RESPONSE_CODE, &status);
-	if (status < 200 || status >= 300) {
-		(void)km_buf_append(&s->err, p, n);	/* bounded; a cut is fine */
-		return n;
-	}
-	if (n > s->max - s->bytes) {
-		s->werr = EFBIG;
-		return 0;
-	}
-	if (s->md != NULL && EVP_DigestUpdate(s->md, p, n) != 1) {
-		s->werr = ENOMEM;
-		return 0;
-	}
+	if (s->md != NULL && EVP_DigestUpdate(s->md, p, n) != 1)
+		return ENOMEM;
 	if (s->fd >= 0 ? write_all(s->fd, p, n) != 0 :
-	    km_buf_append(s->mem, p, n) != KM_OK) {
-		s->werr = s->fd >= 0 ? errno : EFBIG;
-		return 0;
-	}
-	s->bytes += n;
+	    km_buf_append(s->mem, p, n) != KM_OK)
+		return s->fd >= 0 ? errno : EFBIG;
 	for (i = 0; i < n; i++)
 		s->lines += p[i] == '\n';
-	return n;
-}
-
-static int
-fetch_setup(struct fetch *f, const char *url, struct sink *s)
-{
-	CURL *c = f->curl;
-
-	curl_easy_reset(c);
-	f->errbuf[0] = '\0';
-	s->curl = c;
-	if (curl_easy_setopt(c, CURLOPT_URL, url) != CURLE_OK ||
-	    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
-	    curl_easy_setopt(c, CURLOPT_PATH_AS_IS, 1L) != CURLE_OK ||
-	    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
-	    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L) != CURLE_OK ||
-	    /* Segments can be large: give up only on a stalled transfer. */
-	    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L) != CURLE_OK ||
-	    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L) != CURLE_OK ||
-	    curl_easy_setopt(c, CURLOPT_USERAGENT, "kmsctl/" KMSD_VERSION) != CURLE_OK ||
-	    curl_easy_setopt(c, CURLOPT_HTTPHEADER, f->headers) != CURLE_OK ||
-	    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, f->errbuf) != CURLE_OK ||
-	    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data) != CURLE_OK ||
-	    curl_easy_setopt(c, CURLOPT_WRITEDATA, s) != CURLE_OK)
-		return -1;
-	if (f->cacert != NULL &&
-	    curl_easy_setopt(c, CURLOPT_CAINFO, f->cacert) != CURLE_OK)
-		return -1;
 	return 0;
-}
-
-/* Prints kmsd's error object from a non-2xx answer. */
-static void
-print_server_error(const char *path, long status, const struct km_buf *body)
-{
-	json_t *doc = NULL, *err;
-	const char *code = NULL, *msg = NULL, *rid = NULL;
-
-	if (body->data != NULL && !body->failed)
-		doc = json_loadb((const char *)body->data, body->len, 0, NULL);
-	if ((err = json_object_get(doc, "error")) != NULL) {
-		code = json_string_value(json_object_get(err, "code"));
-		msg = json_string_value(json_object_get(err, "message"));
-		rid = json_string_value(json_object_get(err, "request_id"));
-	}
-	fprintf(stderr, "kmsctl: error: GET %s: ", path);
-	fput_safe(stderr, code != NULL ? code : "http_error");
-	fputs(": ", stderr);
-	fput_safe(stderr, msg != NULL ? msg : "the answer has no error object");
-	fprintf(stderr, " (HTTP %ld, request id ", status);
-	fput_safe(stderr, rid != NULL ? rid : "none");
-	fputs(")\n", stderr);
-	json_decref(doc);
-}
-
-/* GETs `path` into the sink. Returns a kmsctl exit code after printing
- * what went wrong. */
-static int
-fetch_get(struct fetch *f, const char *path, struct sink *s)
-{
-	struct km_buf url = KM_BUF_INIT(8192);
-	char *u = NULL;
-	CURLcode cc;
-	long status = 0;
-	int r = CLI_UNREACHABLE;
-
-	km_buf_append_str(&url, f->base);
-	km_buf_append_str(&url, path);
-	if ((u = km_buf_take_str(&url)) == NULL || fetch_setup(f, u, s) != 0) {
-		fprintf(stderr, "kmsctl: cannot set up GET %s\n", path);
-		r = CLI_USAGE;
-		goto out;
-	}
-	if ((cc = curl_easy_perform(f->curl)) != CURLE_OK) {
-		if (s->werr == EFBIG)
-			fprintf(stderr, "kmsctl: GET %s: the answer is larger than %"
-			    PRIu64 " bytes\n", path, s->max);
-		else if (s->werr != 0) {
-			fprintf(stderr, "kmsctl: GET %s: %s\n", path,
-			    strerror(s->werr));
-			r = CLI_USAGE;
-		} else
-			fprintf(stderr, "kmsctl: cannot reach %s: %s\n", f->base,
-			    f->errbuf[0] != '\0' ? f->errbuf : curl_easy_strerror(cc));
-		goto out;
-	}
-	(void)curl_easy_getinfo(f->curl, CURLINFO_RESPONSE_CODE, &status);
-	if (status >= 200 && status < 300) {
-		r = CLI_OK;
-		goto out;
-	}
-	print_server_error(path, status, &s->err);
-	r = status >= 400 && status < 500 ? CLI_FAIL : CLI_UNREACHABLE;
-out:
-	free(u);
-	km_buf_free(&url);
-	return r;
 }
 
 /* ================================================================== */
@@ -1806,7 +1577,6 @@ struct export {
 	int dirfd;
 	uint64_t from, to;
 	struct cli_http *h;
-	struct fetch *f;
 	struct km_buf cps;		/* checkpoints.jsonl as served */
 	struct seg *segs;		/* the server's segments */
 	size_t nsegs, lo, hi;		/* [lo, hi) go into the bundle */
@@ -1922,13 +1692,10 @@ out:
 static int
 export_fetch_checkpoints(struct export *e)
 {
-	struct sink s = { NULL, -1, &e->cps, NULL, 0, 0, AV_MAX_CHECKPOINTS_FILE,
-		KM_BUF_INIT(64u << 10), 0 };
-	int r;
+	struct sink s = { -1, &e->cps, NULL, 0 };
 
-	r = fetch_get(e->f, "/v1/audit/files/" CP_FILE, &s);
-	km_buf_free(&s.err);
-	return r;
+	return cli_http_get_stream(e->h, "/v1/audit/files/" CP_FILE,
+	    AV_MAX_CHECKPOINTS_FILE, sink_write, &s);
 }
 
 /* The server's segment list, checked (names are used as file names) and
@@ -1981,8 +1748,7 @@ out:
 static int
 export_segment(struct export *e, const struct seg *sg, uint64_t *lines)
 {
-	struct sink s = { NULL, -1, NULL, NULL, 0, 0, AV_MAX_SEGMENT_FILE,
-		KM_BUF_INIT(64u << 10), 0 };
+	struct sink s = { -1, NULL, NULL, 0 };
 	unsigned char sha[AV_HASH];
 	char path[64];
 	int r = CLI_USAGE;
@@ -2000,7 +1766,8 @@ export_segment(struct export *e, const struct seg *sg, uint64_t *lines)
 		fprintf(stderr, "kmsctl: out of memory\n");
 		goto out;
 	}
-	if ((r = fetch_get(e->f, path, &s)) != CLI_OK)
+	if ((r = cli_http_get_stream(e->h, path, AV_MAX_SEGMENT_FILE, sink_write,
+	    &s)) != CLI_OK)
 		goto out;
 	r = CLI_USAGE;
 	if (fsync(s.fd) != 0) {
@@ -2022,7 +1789,6 @@ out:
 		r = CLI_USAGE;
 	}
 	EVP_MD_CTX_free(s.md);
-	km_buf_free(&s.err);
 	return r;
 }
 
@@ -2133,7 +1899,6 @@ export_run(struct export *e, const char *token_file)
 
 	if ((r = export_dir(e)) != CLI_OK ||
 	    (r = cli_http_new(token_file, &e->h)) != CLI_OK ||
-	    (r = fetch_new(token_file, &e->f)) != CLI_OK ||
 	    (r = export_keys(e)) != CLI_OK ||
 	    (r = export_fetch_checkpoints(e)) != CLI_OK ||
 	    (r = export_list(e)) != CLI_OK ||
@@ -2194,7 +1959,6 @@ cmd_export(int argc, char **argv, const char *global_token_file)
 	if (e.dirfd >= 0)
 		close(e.dirfd);
 	cli_http_free(e.h);
-	fetch_free(e.f);
 	km_buf_free(&e.cps);
 	free(e.segs);
 	free(e.mf);

@@ -3,6 +3,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@ struct cli_http {
 	char *base;			/* KMS_ADDR without a trailing '/' */
 	const char *cacert;		/* KMS_CACERT or NULL */
 	struct curl_slist *headers;	/* holds the bearer token; wiped on free */
+	struct curl_slist *stream_headers;	/* the same for get_stream */
 	int have_token;
 	char request_id[128];		/* X-Request-Id of the last answer */
 	char last_code[64];		/* error.code of the last answer, or "" */
@@ -178,6 +180,12 @@ cli_http_new(const char *token_file, struct cli_http **out)
 	    (l = curl_slist_append(h->headers, "Expect:")) == NULL ||
 	    (line != NULL && (l = curl_slist_append(h->headers, line)) == NULL))
 		goto nomem;
+	if ((l = curl_slist_append(NULL, "Accept: application/x-ndjson, "
+	    "application/json")) == NULL)
+		goto nomem;
+	h->stream_headers = l;
+	if (line != NULL && curl_slist_append(h->stream_headers, line) == NULL)
+		goto nomem;
 	if ((h->curl = curl_easy_init()) == NULL)
 		goto nomem;
 	*out = h;
@@ -197,18 +205,26 @@ out:
 	return r;
 }
 
-void
-cli_http_free(struct cli_http *h)
+/* Frees a header list after wiping it (it holds the bearer token). */
+static void
+headers_free(struct curl_slist *list)
 {
 	struct curl_slist *l;
 
+	for (l = list; l != NULL; l = l->next)
+		OPENSSL_cleanse(l->data, strlen(l->data));
+	curl_slist_free_all(list);
+}
+
+void
+cli_http_free(struct cli_http *h)
+{
 	if (h == NULL)
 		return;
 	if (h->curl != NULL)
 		curl_easy_cleanup(h->curl);
-	for (l = h->headers; l != NULL; l = l->next)
-		OPENSSL_cleanse(l->data, strlen(l->data));
-	curl_slist_free_all(h->headers);
+	headers_free(h->headers);
+	headers_free(h->stream_headers);
 	km_buf_free(&h->resp);
 	free(h->base);
 	free(h);
@@ -302,10 +318,12 @@ print_error(const struct cli_http *h, long status, const json_t *doc)
 }
 
 /* Every option again on each call: curl_easy_reset() between requests keeps
- * the connection and DNS caches but forgets the previous method and body. */
+ * the connection and DNS caches but forgets the previous method and body.
+ * The options of every request: `url`, `headers`, the body to
+ * write(data), the TLS CA and the connect timeout. */
 static int
-setup_request(struct cli_http *h, const char *method, const char *url,
-    const char *req, size_t req_len)
+setup_common(struct cli_http *h, const char *url, struct curl_slist *headers,
+    curl_write_callback on_write, void *data)
 {
 	CURL *c = h->curl;
 
@@ -317,17 +335,28 @@ setup_request(struct cli_http *h, const char *method, const char *url,
 	    curl_easy_setopt(c, CURLOPT_PATH_AS_IS, 1L) != CURLE_OK ||
 	    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
 	    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L) != CURLE_OK ||
-	    curl_easy_setopt(c, CURLOPT_TIMEOUT, 300L) != CURLE_OK ||
 	    curl_easy_setopt(c, CURLOPT_USERAGENT, "kmsctl/" KMSD_VERSION) != CURLE_OK ||
-	    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h->headers) != CURLE_OK ||
+	    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers) != CURLE_OK ||
 	    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, h->errbuf) != CURLE_OK ||
-	    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK ||
-	    curl_easy_setopt(c, CURLOPT_WRITEDATA, h) != CURLE_OK ||
+	    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_write) != CURLE_OK ||
+	    curl_easy_setopt(c, CURLOPT_WRITEDATA, data) != CURLE_OK ||
 	    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header) != CURLE_OK ||
 	    curl_easy_setopt(c, CURLOPT_HEADERDATA, h) != CURLE_OK)
 		return -1;
 	if (h->cacert != NULL &&
 	    curl_easy_setopt(c, CURLOPT_CAINFO, h->cacert) != CURLE_OK)
+		return -1;
+	return 0;
+}
+
+static int
+setup_request(struct cli_http *h, const char *method, const char *url,
+    const char *req, size_t req_len)
+{
+	CURL *c = h->curl;
+
+	if (setup_common(h, url, h->headers, on_body, h) != 0 ||
+	    curl_easy_setopt(c, CURLOPT_TIMEOUT, 300L) != CURLE_OK)
 		return -1;
 	/* A POST without a body (rotate) still says Content-Length: 0. */
 	if (req == NULL && strcmp(method, "POST") == 0) {
@@ -344,6 +373,22 @@ setup_request(struct cli_http *h, const char *method, const char *url,
 	    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method) != CURLE_OK)
 		return -1;
 	return 0;
+}
+
+/* A non-2xx answer (`doc` its JSON object, or NULL): printed and kept for
+ * cli_http_last_code/status. Returns CLI_FAIL (4xx) or CLI_UNREACHABLE. */
+static int
+answer_error(struct cli_http *h, long status, const json_t *doc)
+{
+	const char *code;
+
+	print_error(h, status, doc);
+	h->last_status = status;
+	code = json_string_value(json_object_get(json_object_get(doc, "error"),
+	    "code"));
+	snprintf(h->last_code, sizeof(h->last_code), "%s",
+	    code != NULL ? code : "http_error");
+	return status >= 400 && status < 500 ? CLI_FAIL : CLI_UNREACHABLE;
 }
 
 /* The call itself: `req` is the body text (or NULL), `extra` one more
@@ -420,13 +465,7 @@ http_call(struct cli_http *h, const char *method, const char *path,
 		r = CLI_OK;
 		goto out;
 	}
-	print_error(h, status, doc);
-	h->last_status = status;
-	snprintf(h->last_code, sizeof(h->last_code), "%s",
-	    doc != NULL && json_string_value(json_object_get(json_object_get(doc,
-	    "error"), "code")) != NULL ? json_string_value(json_object_get(
-	    json_object_get(doc, "error"), "code")) : "http_error");
-	r = (status >= 400 && status < 500) ? CLI_FAIL : CLI_UNREACHABLE;
+	r = answer_error(h, status, doc);
 out:
 	if (last != NULL)
 		last->next = NULL;
@@ -470,6 +509,97 @@ cli_http_call_text(struct cli_http *h, const char *method, const char *path,
 	}
 	snprintf(line, sizeof(line), "Idempotency-Key: %s", idempotency_key);
 	return http_call(h, method, path, body, line, answer);
+}
+
+/* cli_http_get_stream's transfer: what the body goes to and how much of
+ * it has gone. */
+struct stream {
+	struct cli_http *h;
+	int (*sink)(void *arg, const char *p, size_t n);
+	void *arg;
+	uint64_t bytes, max;
+	int werr;		/* what sink returned; EFBIG: too large */
+};
+
+static size_t
+on_stream(char *p, size_t size, size_t n, void *arg)
+{
+	struct stream *st = arg;
+	long status = 0;
+
+	/* size is 1 for libcurl's write callback; a short count aborts. */
+	if (size != 1 || n == 0)
+		return size * n;
+	(void)curl_easy_getinfo(st->h->curl, CURLINFO_RESPONSE_CODE, &status);
+	if (status < 200 || status >= 300) {
+		/* The error object; bounded, and a cut one is still shown. */
+		(void)km_buf_append(&st->h->resp, p, n);
+		return n;
+	}
+	if (n > st->max - st->bytes)
+		st->werr = EFBIG;
+	else
+		st->werr = st->sink(st->arg, p, n);
+	if (st->werr != 0)
+		return 0;
+	st->bytes += n;
+	return n;
+}
+
+int
+cli_http_get_stream(struct cli_http *h, const char *path, uint64_t max,
+    int (*sink)(void *arg, const char *p, size_t n), void *arg)
+{
+	struct stream st = { h, sink, arg, 0, max, 0 };
+	struct km_buf url = KM_BUF_INIT(CLI_MAX_URL);
+	char *u = NULL;
+	json_t *doc = NULL;
+	CURLcode cc;
+	long status = 0;
+	int r = CLI_UNREACHABLE;
+
+	h->request_id[0] = '\0';
+	h->last_code[0] = '\0';
+	h->last_status = 0;
+	km_buf_free(&h->resp);
+	km_buf_append_str(&url, h->base);
+	km_buf_append_str(&url, path);
+	if ((u = km_buf_take_str(&url)) == NULL ||
+	    setup_common(h, u, h->stream_headers, on_stream, &st) != 0 ||
+	    /* Segments can be large: give up only on a stalled transfer. */
+	    curl_easy_setopt(h->curl, CURLOPT_LOW_SPEED_LIMIT, 1L) != CURLE_OK ||
+	    curl_easy_setopt(h->curl, CURLOPT_LOW_SPEED_TIME, 60L) != CURLE_OK) {
+		fprintf(stderr, "kmsctl: cannot set up GET %s\n", path);
+		r = CLI_USAGE;
+		goto out;
+	}
+	if ((cc = curl_easy_perform(h->curl)) != CURLE_OK) {
+		if (st.werr == EFBIG)
+			fprintf(stderr, "kmsctl: GET %s: the answer is larger than %"
+			    PRIu64 " bytes\n", path, max);
+		else if (st.werr != 0) {
+			fprintf(stderr, "kmsctl: GET %s: %s\n", path,
+			    strerror(st.werr));
+			r = CLI_USAGE;
+		} else
+			fprintf(stderr, "kmsctl: cannot reach %s: %s\n", h->base,
+			    h->errbuf[0] != '\0' ? h->errbuf : curl_easy_strerror(cc));
+		goto out;
+	}
+	(void)curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, &status);
+	if (status >= 200 && status < 300) {
+		r = CLI_OK;
+		goto out;
+	}
+	doc = json_loadb(h->resp.data != NULL ? (const char *)h->resp.data : "",
+	    h->resp.len, 0, NULL);
+	r = answer_error(h, status, json_is_object(doc) ? doc : NULL);
+out:
+	json_decref(doc);
+	free(u);
+	km_buf_free(&url);
+	km_buf_free(&h->resp);
+	return r;
 }
 
 const char *

@@ -3,6 +3,8 @@
 #ifndef KMSCTL_HTTP_H
 #define KMSCTL_HTTP_H
 
+#include <stdint.h>
+
 #include <jansson.h>
 
 #include "km.h"
@@ -54,6 +56,17 @@ int cli_http_call(struct cli_http *h, const char *method, const char *path,
 int cli_http_call_text(struct cli_http *h, const char *method,
     const char *path, const char *body, const char *idempotency_key,
     json_t **answer) KM_WUR;
+
+/* GETs `path` like cli_http_call, for an answer that is not JSON (an audit
+ * segment, checkpoints.jsonl): sent with Accept: application/x-ndjson, no
+ * overall timeout (only a transfer stalled for 60 s is given up), and the
+ * body of a 2xx answer handed to sink(arg, p, n) as it arrives, at most
+ * `max` bytes. sink returns 0, or an errno value that stops the transfer
+ * (EFBIG: too large). Returns CLI_OK; or, after printing why, CLI_FAIL
+ * (4xx), CLI_UNREACHABLE (transport failure, 5xx, more than `max`) or
+ * CLI_USAGE (sink failed otherwise). */
+int cli_http_get_stream(struct cli_http *h, const char *path, uint64_t max,
+    int (*sink)(void *arg, const char *p, size_t n), void *arg) KM_WUR;
 
 /* After a failed cli_http_call: the server's error.code ("http_error"
  * when the answer had none; "" after a transport failure) and the HTTP
