@@ -8,39 +8,22 @@
 
 #include "idem.h"
 #include "km.h"
-#include "log.h"
 #include "store.h"
 #include "unit.h"
 
 #define T0	1700000000000000LL	/* microseconds */
 #define TTL	(3600LL * 1000000)
 
-static char dir[256];
-
 static int
 suite_init(void)
 {
-	log_set_level(LOG_ERROR);
-	return ut_mkdtemp("idem", dir, sizeof(dir));
-}
-
-static int
-suite_clean(void)
-{
-	ut_rmtree(dir);
-	return 0;
+	return ut_scratch_init("idem");
 }
 
 static struct store *
 open_store(void)
 {
-	static int n;
-	struct store *st = NULL;
-	char path[300];
-
-	snprintf(path, sizeof(path), "%s/i%d.db", dir, ++n);
-	CU_ASSERT_FATAL(store_open(path, &st) == KM_OK);
-	return st;
+	return ut_store_open("i");
 }
 
 static void
@@ -210,5 +193,5 @@ main(void)
 		{ NULL, NULL },
 	};
 
-	return ut_main("idem", suite_init, suite_clean, tests);
+	return ut_main("idem", suite_init, ut_scratch_clean, tests);
 }

@@ -9,38 +9,20 @@
 #include <CUnit/CUnit.h>
 
 #include "km.h"
-#include "log.h"
 #include "store.h"
 #include "unit.h"
 #include "usage.h"
 
-static char dir[256];
-
 static int
 suite_init(void)
 {
-	log_set_level(LOG_ERROR);
-	return ut_mkdtemp("usage", dir, sizeof(dir));
-}
-
-static int
-suite_clean(void)
-{
-	ut_rmtree(dir);
-	return 0;
+	return ut_scratch_init("usage");
 }
 
 static struct store *
 open_store(void)
 {
-	static int n;
-	struct store *st = NULL;
-	char path[300];
-
-	snprintf(path, sizeof(path), "%s/u%d.db", dir, ++n);
-	CU_ASSERT_EQUAL_FATAL(store_open(path, &st), KM_OK);
-	CU_ASSERT_PTR_NOT_NULL_FATAL(st);
-	return st;
+	return ut_store_open("u");
 }
 
 /* Creates key `name` with versions 1..nv (the last primary, the others
@@ -326,5 +308,5 @@ main(void)
 		{ NULL, NULL },
 	};
 
-	return ut_main("usage", suite_init, suite_clean, tests);
+	return ut_main("usage", suite_init, ut_scratch_clean, tests);
 }

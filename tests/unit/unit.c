@@ -13,6 +13,10 @@
 #include <CUnit/Basic.h>
 
 #include "km.h"
+#include "log.h"
+#include "store.h"
+
+static char scratch[256];
 
 int
 ut_main(const char *suite, CU_InitializeFunc init, CU_CleanupFunc clean,
@@ -61,6 +65,33 @@ ut_mkdtemp(const char *tag, char *out, size_t outlen)
 	if (n < 0 || (size_t)n >= outlen)
 		return -1;
 	return mkdtemp(out) != NULL ? 0 : -1;
+}
+
+int
+ut_scratch_init(const char *tag)
+{
+	log_set_level(LOG_ERROR);
+	return ut_mkdtemp(tag, scratch, sizeof(scratch));
+}
+
+int
+ut_scratch_clean(void)
+{
+	ut_rmtree(scratch);
+	return 0;
+}
+
+struct store *
+ut_store_open(const char *prefix)
+{
+	static int n;
+	struct store *st = NULL;
+	char path[sizeof(scratch) + 64];
+
+	snprintf(path, sizeof(path), "%s/%s%d.db", scratch, prefix, ++n);
+	CU_ASSERT_EQUAL_FATAL(store_open(path, &st), KM_OK);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(st);
+	return st;
 }
 
 static int

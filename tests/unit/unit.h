@@ -25,6 +25,17 @@ int ut_mkdtemp(const char *tag, char *out, size_t outlen);
 /* Removes `dir` and everything under it; NULL or "" is a no-op. */
 void ut_rmtree(const char *dir);
 
+/* A suite's scratch directory: ut_scratch_init(tag) turns logging down to
+ * errors and creates it with ut_mkdtemp (0 on success, for a CUnit suite
+ * init); ut_scratch_clean() removes it (always 0, for a suite cleanup). */
+int ut_scratch_init(const char *tag);
+int ut_scratch_clean(void);
+
+struct store;
+/* Opens a fresh SQLite store "<scratch>/<prefix><n>.db" (n counts the
+ * calls); fails the current test fatally if it cannot. */
+struct store *ut_store_open(const char *prefix);
+
 /* Reads a whole file; the result (NUL-terminated, *len bytes without the
  * NUL) is owned by the caller. NULL when it cannot be read. */
 char *ut_read_file(const char *path, size_t *len);
