@@ -139,6 +139,14 @@ execute_at(const char *file, int line, const char *id, long expect,
 }
 #define execute(...) execute_at(__FILE__, __LINE__, __VA_ARGS__)
 
+/* The id and digest of ceremony `c` as created. */
+static void
+ids_of(const json_t *c, char id[17], char dg[65])
+{
+	snprintf(id, 17, "%s", jstr(c, "id"));
+	snprintf(dg, 65, "%s", jstr(c, "digest"));
+}
+
 static json_t *
 get_ceremony(const char *id)
 {
@@ -286,6 +294,15 @@ approve2(const char *id, const char *digest)
 	json_decref(decide(id, digest, "bob", "approve", 200, NULL));
 }
 
+/* Approves ceremony `id` by alice and bob and executes it; the answer of
+ * the execution (expected 200), or NULL. */
+static json_t *
+quorum_execute(const char *id, const char *digest)
+{
+	approve2(id, digest);
+	return execute(id, 200, NULL);
+}
+
 /* AES-256-GCM of the blob format with a key held here. */
 static int
 local_gcm(int enc, const unsigned char key[32], const unsigned char *nonce,
@@ -383,8 +400,7 @@ test_import(void)
 	    (c = create(admin, import_body(key, ik.hash, w, wlen), 201, NULL)) ==
 	    NULL)
 		goto out;
-	snprintf(id, sizeof(id), "%s", jstr(c, "id"));
-	snprintf(dg, sizeof(dg), "%s", jstr(c, "digest"));
+	ids_of(c, id, dg);
 	/* What the officers sign names the bytes, the version, the key. */
 	{
 		unsigned char md[32];
@@ -495,12 +511,10 @@ test_import_openssl_cli(void)
 		    out))
 			goto out;
 	}
-	snprintf(id, sizeof(id), "%s", jstr(c, "id"));
-	snprintf(dg, sizeof(dg), "%s", jstr(c, "digest"));
+	ids_of(c, id, dg);
 	ith_check(strstr(jstr(c, "request_text"), "param.version: 2\n") != NULL,
 	    "an import into an existing key makes its next version");
-	approve2(id, dg);
-	if ((a = execute(id, 200, NULL)) == NULL)
+	if ((a = quorum_execute(id, dg)) == NULL)
 		goto out;
 	ith_check(json_is_false(json_object_get(json_object_get(a, "result"),
 	    "created")), "the key existed: created false");
@@ -568,8 +582,7 @@ test_import_refused(void)
 	if ((c = create(admin, import_body(key, ik.hash, junk, sizeof(junk)),
 	    201, NULL)) == NULL)
 		goto out;
-	snprintf(id, sizeof(id), "%s", jstr(c, "id"));
-	snprintf(dg, sizeof(dg), "%s", jstr(c, "digest"));
+	ids_of(c, id, dg);
 	json_decref(c);
 	approve2(id, dg);
 	json_decref(execute(id, 400, "invalid_ciphertext"));
@@ -581,8 +594,7 @@ test_import_refused(void)
 	if ((c = create(admin, import_body(key, ik.hash, w, wlen), 201, NULL)) ==
 	    NULL)
 		goto out;
-	snprintf(id, sizeof(id), "%s", jstr(c, "id"));
-	snprintf(dg, sizeof(dg), "%s", jstr(c, "digest"));
+	ids_of(c, id, dg);
 	json_decref(c);
 	approve2(id, dg);
 	snprintf(db, sizeof(db), "%s/kmsd.db", ith_data_dir());
@@ -643,8 +655,7 @@ test_quorum_and_once(void)
 	if ((c = create(admin, body_of("key.restore", "key", key, "version", "1"),
 	    201, NULL)) == NULL)
 		return;
-	snprintf(id, sizeof(id), "%s", jstr(c, "id"));
-	snprintf(dg, sizeof(dg), "%s", jstr(c, "digest"));
+	ids_of(c, id, dg);
 	ith_check(strcmp(jstr(c, "state"), "open") == 0 && jint(c, "required") == 2 &&
 	    strncmp(jstr(c, "request_text"), "kms-ceremony/v1\n", 16) == 0,
 	    "a new ceremony: open, quorum 2, canonical text");
@@ -705,8 +716,7 @@ test_requester(void)
 	free(sig);
 	if ((c = create(officer, b, 201, NULL)) == NULL)
 		return;
-	snprintf(id, sizeof(id), "%s", jstr(c, "id"));
-	snprintf(dg, sizeof(dg), "%s", jstr(c, "digest"));
+	ids_of(c, id, dg);
 	ith_check(strcmp(jstr(c, "requester"), "carol") == 0 &&
 	    strstr(jstr(c, "request_text"), "\nrequester: carol\n") != NULL,
 	    "a signed request names its officer as the requester");
@@ -737,8 +747,7 @@ test_bad_approvals(void)
 	if ((c = create(admin, body_of("key.restore", "key", key, "version", "1"),
 	    201, NULL)) == NULL)
 		return;
-	snprintf(id, sizeof(id), "%s", jstr(c, "id"));
-	snprintf(dg, sizeof(dg), "%s", jstr(c, "digest"));
+	ids_of(c, id, dg);
 	json_decref(c);
 	/* over another digest */
 	ith_random(rnd, sizeof(rnd));
@@ -800,8 +809,7 @@ test_bad_approvals(void)
 	json_object_set_new(c, "expires_in", json_string("2s"));
 	if ((c = create(admin, c, 201, NULL)) == NULL)
 		return;
-	snprintf(id, sizeof(id), "%s", jstr(c, "id"));
-	snprintf(dg, sizeof(dg), "%s", jstr(c, "digest"));
+	ids_of(c, id, dg);
 	json_decref(c);
 	json_decref(decide(id, dg, "alice", "approve", 200, NULL));
 	ith_sleep_ms(3100);
@@ -831,11 +839,9 @@ test_stale(void)
 	if ((c = create(admin, body_of("key.destroy", "key", key, "version", "1"),
 	    201, NULL)) == NULL)
 		return;
-	snprintf(id, sizeof(id), "%s", jstr(c, "id"));
-	snprintf(dg, sizeof(dg), "%s", jstr(c, "digest"));
+	ids_of(c, id, dg);
 	json_decref(c);
-	json_decref(decide(id, dg, "alice", "approve", 200, NULL));
-	json_decref(decide(id, dg, "bob", "approve", 200, NULL));
+	approve2(id, dg);
 	/* the admin retires v1 after the approvals */
 	snprintf(path, sizeof(path), "/v1/keys/%s/versions/1/state", key);
 	json_decref(ith_call("POST", path, admin, json_pack("{s:s, s:b}", "state",
@@ -870,8 +876,7 @@ test_destroy(void)
 	/* the primary cannot be destroyed: rotate first (done) */
 	if ((c = create(admin, body_of("key.destroy", "key", key, "version", "1"),
 	    201, NULL)) != NULL) {
-		snprintf(id, sizeof(id), "%s", jstr(c, "id"));
-		snprintf(dg, sizeof(dg), "%s", jstr(c, "digest"));
+		ids_of(c, id, dg);
 		json_decref(c);
 		json_decref(decide(id, dg, "bob", "approve", 200, NULL));
 		json_decref(decide(id, dg, "carol", "approve", 200, NULL));
@@ -959,8 +964,7 @@ test_openssl_interop(void)
 	if ((c = create(admin, body_of("key.restore", "key", key, "version", "1"),
 	    201, NULL)) == NULL)
 		return;
-	snprintf(id, sizeof(id), "%s", jstr(c, "id"));
-	snprintf(dg, sizeof(dg), "%s", jstr(c, "digest"));
+	ids_of(c, id, dg);
 	json_decref(c);
 	for (i = 0; i < 2; i++) {
 		snprintf(cmd, sizeof(cmd), "printf 'kms-approval/v1\\n%%s\\n%%s\\n"
@@ -1040,12 +1044,9 @@ test_officers_and_smartcard(void)
 	free(pem);
 	if (c == NULL)
 		return;
-	snprintf(id, sizeof(id), "%s", jstr(c, "id"));
-	snprintf(dg, sizeof(dg), "%s", jstr(c, "digest"));
+	ids_of(c, id, dg);
 	json_decref(c);
-	json_decref(decide(id, dg, "alice", "approve", 200, NULL));
-	json_decref(decide(id, dg, "bob", "approve", 200, NULL));
-	json_decref(execute(id, 200, NULL));
+	json_decref(quorum_execute(id, dg));
 	json_decref(create(admin, body_of("officer.add", "name", "erin",
 	    "public_key", "MFkw"), 400, "invalid_request"));
 
@@ -1054,8 +1055,7 @@ test_officers_and_smartcard(void)
 	if ((c = create(admin, body_of("key.restore", "key", key, "version", "1"),
 	    201, NULL)) == NULL)
 		return;
-	snprintf(id, sizeof(id), "%s", jstr(c, "id"));
-	snprintf(dg, sizeof(dg), "%s", jstr(c, "digest"));
+	ids_of(c, id, dg);
 	json_decref(c);
 	{
 		char *argv[] = { (char *)kmsctl, "ceremony", "approve", id,
@@ -1098,23 +1098,18 @@ test_officers_and_smartcard(void)
 	if ((c = create(admin, body_of("quorum.set", "quorum", "3", NULL, NULL),
 	    201, NULL)) == NULL)
 		return;
-	snprintf(id, sizeof(id), "%s", jstr(c, "id"));
-	snprintf(dg, sizeof(dg), "%s", jstr(c, "digest"));
+	ids_of(c, id, dg);
 	json_decref(c);
-	json_decref(decide(id, dg, "alice", "approve", 200, NULL));
-	json_decref(decide(id, dg, "bob", "approve", 200, NULL));
-	json_decref(execute(id, 200, NULL));
+	json_decref(quorum_execute(id, dg));
 	json_decref(create(admin, body_of("quorum.set", "quorum", "5", NULL, NULL),
 	    400, "invalid_request"));
 	if ((c = create(admin, body_of("officer.remove", "name", "carol", NULL,
 	    NULL), 201, NULL)) == NULL)
 		return;
-	snprintf(id, sizeof(id), "%s", jstr(c, "id"));
-	snprintf(dg, sizeof(dg), "%s", jstr(c, "digest"));
+	ids_of(c, id, dg);
 	ith_check(jint(c, "quorum") == 3, "new ceremonies need the new quorum");
 	json_decref(c);
-	json_decref(decide(id, dg, "alice", "approve", 200, NULL));
-	json_decref(decide(id, dg, "bob", "approve", 200, NULL));
+	approve2(id, dg);
 	json_decref(execute(id, 409, "quorum_not_met"));	/* 2 of 3 */
 	json_decref(decide(id, dg, "carol", "approve", 200, NULL));
 	json_decref(execute(id, 200, NULL));
@@ -1129,11 +1124,9 @@ test_officers_and_smartcard(void)
 	if ((c = create(admin, body_of("quorum.set", "quorum", "2", NULL, NULL),
 	    201, NULL)) == NULL)
 		return;
-	snprintf(id, sizeof(id), "%s", jstr(c, "id"));
-	snprintf(dg, sizeof(dg), "%s", jstr(c, "digest"));
+	ids_of(c, id, dg);
 	json_decref(c);
-	json_decref(decide(id, dg, "alice", "approve", 200, NULL));
-	json_decref(decide(id, dg, "bob", "approve", 200, NULL));
+	approve2(id, dg);
 	{
 		char *argv[] = { (char *)kmsctl, "ceremony", "approve", id,
 		    "--officer", "erin", "--pkcs11-uri", uri, "--module", "softhsm2",
@@ -1156,14 +1149,11 @@ test_audit_key(void)
 	if ((c = create(officer, json_pack("{s:s}", "operation",
 	    "audit_key.rotate"), 201, NULL)) == NULL)
 		return;
-	snprintf(id, sizeof(id), "%s", jstr(c, "id"));
-	snprintf(dg, sizeof(dg), "%s", jstr(c, "digest"));
+	ids_of(c, id, dg);
 	ith_check(strstr(jstr(c, "request_text"), "param.label: kms-audit-v2\n") !=
 	    NULL, "the new key's label is in the signed text");
 	json_decref(c);
-	json_decref(decide(id, dg, "alice", "approve", 200, NULL));
-	json_decref(decide(id, dg, "bob", "approve", 200, NULL));
-	if ((a = execute(id, 200, NULL)) != NULL)
+	if ((a = quorum_execute(id, dg)) != NULL)
 		snprintf(kid, sizeof(kid), "%s", jstr(json_object_get(a, "result"),
 		    "kid"));
 	json_decref(a);
@@ -1381,11 +1371,9 @@ test_mek_rotation(void)
 	if ((c = create(admin, json_pack("{s:s}", "operation", "mek.rotate"), 201,
 	    NULL)) == NULL)
 		return;
-	snprintf(id, sizeof(id), "%s", jstr(c, "id"));
-	snprintf(dg, sizeof(dg), "%s", jstr(c, "digest"));
+	ids_of(c, id, dg);
 	json_decref(c);
-	json_decref(decide(id, dg, "alice", "approve", 200, NULL));
-	json_decref(decide(id, dg, "bob", "approve", 200, NULL));
+	approve2(id, dg);
 	t_rot0 = ith_now_ms();
 	if ((c = execute(id, 200, NULL)) == NULL)
 		return;
@@ -1467,8 +1455,7 @@ test_mek_rotation(void)
 	if ((c = create(admin, body_of("mek.disable", "version", "1", NULL, NULL),
 	    201, NULL)) == NULL)
 		return;
-	snprintf(id, sizeof(id), "%s", jstr(c, "id"));
-	snprintf(dg, sizeof(dg), "%s", jstr(c, "digest"));
+	ids_of(c, id, dg);
 	json_decref(c);
 	json_decref(decide(id, dg, "bob", "approve", 200, NULL));
 	json_decref(decide(id, dg, "alice", "approve", 200, NULL));
