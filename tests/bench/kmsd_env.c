@@ -275,23 +275,17 @@ serve(void)
 int
 main(int argc, char **argv)
 {
-	CU_pSuite s;
+	static const struct ith_test tests[] = {
+		{ "serve", serve },
+		{ NULL, NULL },
+	};
+	int r;
 
 	if (argc > 1 && atol(argv[1]) > 0)
 		pool_size = (size_t)atol(argv[1]);
 	/* A ^C reaches the whole process group: tests/bench/run answers it
 	 * with "quit", which stops kmsd and removes the data dir. */
 	signal(SIGINT, SIG_IGN);
-	curl_global_init(CURL_GLOBAL_DEFAULT);
-	if (CU_initialize_registry() != CUE_SUCCESS)
-		return 2;
-	s = CU_add_suite("kmsd bench environment", NULL, NULL);
-	CU_add_test(s, "serve", serve);
-	CU_basic_set_mode(CU_BRM_SILENT);
-	CU_basic_run_tests();
-	if (CU_get_number_of_failures() > 0)
-		failed = 1;
-	CU_cleanup_registry();
-	curl_global_cleanup();
-	return failed;
+	r = ith_bench_main("kmsd bench environment", tests);
+	return r != 0 ? r : failed;
 }

@@ -1607,9 +1607,10 @@ ith_cu_run(void)
 	    CU_get_number_of_suites_failed() + CU_get_number_of_failures();
 }
 
-int
-ith_suite_main(const char *suite, CU_CleanupFunc clean,
-    const struct ith_test *tests)
+/* ith_suite_main, its run verbose or silent (CU_BRM_SILENT). */
+static int
+suite_main(const char *suite, CU_CleanupFunc clean,
+    const struct ith_test *tests, int verbose)
 {
 	CU_pSuite s;
 	unsigned failed;
@@ -1626,7 +1627,14 @@ ith_suite_main(const char *suite, CU_CleanupFunc clean,
 	for (; tests->name != NULL; tests++)
 		if (CU_add_test(s, tests->name, tests->run) == NULL)
 			goto fail;
-	failed = ith_cu_run();
+	if (verbose)
+		failed = ith_cu_run();
+	else {
+		CU_basic_set_mode(CU_BRM_SILENT);
+		CU_basic_run_tests();
+		failed = CU_get_number_of_tests_failed() +
+		    CU_get_number_of_suites_failed() + CU_get_number_of_failures();
+	}
 	r = failed != 0 ? 1 : 0;
 	CU_cleanup_registry();
 	goto out;
@@ -1636,4 +1644,17 @@ fail:
 out:
 	curl_global_cleanup();
 	return r;
+}
+
+int
+ith_suite_main(const char *suite, CU_CleanupFunc clean,
+    const struct ith_test *tests)
+{
+	return suite_main(suite, clean, tests, 1);
+}
+
+int
+ith_bench_main(const char *suite, const struct ith_test *tests)
+{
+	return suite_main(suite, NULL, tests, 0);
 }

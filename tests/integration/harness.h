@@ -198,6 +198,10 @@ struct ith_test {
 int ith_suite_main(const char *suite, CU_CleanupFunc clean,
     const struct ith_test *tests);
 
+/* ith_suite_main for a benchmark (tests/bench): CUnit prints nothing, so
+ * stdout holds only the benchmark's own lines. Same exit status. */
+int ith_bench_main(const char *suite, const struct ith_test *tests);
+
 /* --- The audit log on disk (shared by the durability and chaos suites) -- */
 
 /* Every record's request id and outcome, read from the whole log. */
