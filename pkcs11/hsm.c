@@ -1890,6 +1890,27 @@ find_labelled(struct hsm *h, CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls,
 	return find_one(h, s, tmpl, 3, obj, label);
 }
 
+/* Generates the token key pair `label` from the templates, unless a
+ * private key with that label exists (KM_ERR_KEY_EXISTS); `what` names
+ * the generation in errors. */
+static int
+pair_create(struct hsm *h, CK_SESSION_HANDLE s, CK_MECHANISM *mech,
+    CK_ATTRIBUTE *pub, CK_ULONG npub, CK_ATTRIBUTE *priv, CK_ULONG npriv,
+    const char *what, const char *label)
+{
+	CK_OBJECT_HANDLE hpub, hpriv;
+	CK_RV rv;
+	int r;
+
+	if ((r = find_labelled(h, s, CKO_PRIVATE_KEY, label, &hpriv)) == KM_OK)
+		return KM_ERR_KEY_EXISTS;
+	if (r != KM_ERR_NOT_FOUND)
+		return r;
+	rv = h->fn->C_GenerateKeyPair(s, mech, pub, npub, priv, npriv, &hpub,
+	    &hpriv);
+	return rv == CKR_OK ? KM_OK : rv_err(rv, what, label);
+}
+
 int
 hsm_ec_create(struct hsm *h, const char *label)
 {
@@ -1913,22 +1934,11 @@ hsm_ec_create(struct hsm *h, const char *label)
 		{ CKA_LABEL, (void *)label, strlen(label) },
 		{ CKA_ID, (void *)label, strlen(label) },
 	};
-	CK_OBJECT_HANDLE hpub, hpriv;
 	CK_SESSION_HANDLE s = session_get(h);
-	CK_RV rv;
 	int r;
 
-	r = find_labelled(h, s, CKO_PRIVATE_KEY, label, &hpriv);
-	if (r == KM_OK) {
-		r = KM_ERR_KEY_EXISTS;
-		goto out;
-	}
-	if (r != KM_ERR_NOT_FOUND)
-		goto out;
-	rv = h->fn->C_GenerateKeyPair(s, &mech, pub, sizeof(pub) / sizeof(pub[0]),
-	    priv, sizeof(priv) / sizeof(priv[0]), &hpub, &hpriv);
-	r = rv == CKR_OK ? KM_OK : rv_err(rv, "C_GenerateKeyPair(P-256)", label);
-out:
+	r = pair_create(h, s, &mech, pub, sizeof(pub) / sizeof(pub[0]), priv,
+	    sizeof(priv) / sizeof(priv[0]), "C_GenerateKeyPair(P-256)", label);
 	session_put(h, s);
 	return r;
 }
@@ -2143,27 +2153,15 @@ hsm_import_key_create(struct hsm *h, const char *label)
 		{ CKA_LABEL, (void *)label, strlen(label) },
 		{ CKA_ID, (void *)label, strlen(label) },
 	};
-	CK_OBJECT_HANDLE hpub, hpriv;
 	CK_SESSION_HANDLE s;
-	CK_RV rv;
 	int r;
 
 	pthread_mutex_lock(&h->import_lock);
 	s = session_get(h);
-	r = find_labelled(h, s, CKO_PRIVATE_KEY, label, &hpriv);
-	if (r == KM_OK) {
-		r = KM_ERR_KEY_EXISTS;
-		goto out;
-	}
-	if (r != KM_ERR_NOT_FOUND)
-		goto out;
-	rv = h->fn->C_GenerateKeyPair(s, &mech, pub, sizeof(pub) / sizeof(pub[0]),
-	    priv, sizeof(priv) / sizeof(priv[0]), &hpub, &hpriv);
-	r = rv == CKR_OK ? KM_OK : rv_err(rv, "C_GenerateKeyPair(RSA-3072)",
-	    label);
+	r = pair_create(h, s, &mech, pub, sizeof(pub) / sizeof(pub[0]), priv,
+	    sizeof(priv) / sizeof(priv[0]), "C_GenerateKeyPair(RSA-3072)", label);
 	if (r == KM_OK)
 		log_info("created import key %s in the token", label);
-out:
 	session_put(h, s);
 	pthread_mutex_unlock(&h->import_lock);
 	return r;
