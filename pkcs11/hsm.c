@@ -106,12 +106,9 @@ struct hsm {
 	struct cache_entry *lru_head, *lru_tail;
 };
 
-static int
-rv_err(CK_RV rv, const char *what, const char *detail)
+int
+hsm_rv_error(unsigned long rv)
 {
-	log_error("PKCS#11 %s failed%s%s: %s (0x%lx)", what,
-	    detail ? " for " : "", detail ? detail : "",
-	    p11_kit_strerror(rv), (unsigned long)rv);
 	switch (rv) {
 	case CKR_PIN_INCORRECT:
 	case CKR_PIN_INVALID:
@@ -124,6 +121,15 @@ rv_err(CK_RV rv, const char *what, const char *detail)
 	default:
 		return KM_ERR_HSM;
 	}
+}
+
+static int
+rv_err(CK_RV rv, const char *what, const char *detail)
+{
+	log_error("PKCS#11 %s failed%s%s: %s (0x%lx)", what,
+	    detail ? " for " : "", detail ? detail : "",
+	    p11_kit_strerror(rv), (unsigned long)rv);
+	return hsm_rv_error(rv);
 }
 
 /* Loads `module` by p11-kit name, or by path when it contains a '/'. */

@@ -59,6 +59,12 @@ int hsm_token_init(const char *module, const char *label, const char *so_pin,
 int hsm_uri_token_label(const char *uri, char label[33]) KM_WUR;
 /* Destroys cached session objects, logs out, finalizes. NULL is a no-op. */
 void hsm_free(struct hsm *h);
+
+/* The km_err of a PKCS#11 return value (a CK_RV) other than CKR_OK:
+ * KM_ERR_HSM_AUTH for a PIN that is wrong, expired or locked,
+ * KM_ERR_NOMEM for CKR_HOST_MEMORY, else KM_ERR_HSM. Also used by
+ * officer_sign.c for an officer's own token. */
+int hsm_rv_error(unsigned long rv);
 /* KM_OK while the token answers and the session is logged in. */
 int hsm_ping(struct hsm *h) KM_WUR;
 

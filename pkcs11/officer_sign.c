@@ -14,6 +14,7 @@
 #include <openssl/param_build.h>
 #include <openssl/x509.h>
 
+#include "hsm.h"
 #include "log.h"
 
 /* DER of the P-256 curve OID 1.2.840.10045.3.1.7 (CKA_EC_PARAMS). */
@@ -37,18 +38,7 @@ rv_err(CK_RV rv, const char *what)
 {
 	log_error("officer token: %s failed: %s (0x%lx)", what,
 	    p11_kit_strerror(rv), (unsigned long)rv);
-	switch (rv) {
-	case CKR_PIN_INCORRECT:
-	case CKR_PIN_INVALID:
-	case CKR_PIN_LEN_RANGE:
-	case CKR_PIN_EXPIRED:
-	case CKR_PIN_LOCKED:
-		return KM_ERR_HSM_AUTH;
-	case CKR_HOST_MEMORY:
-		return KM_ERR_NOMEM;
-	default:
-		return KM_ERR_HSM;
-	}
+	return hsm_rv_error(rv);
 }
 
 static void
