@@ -134,37 +134,6 @@ col_text(sqlite3_stmt *s, int col, char *dst, size_t cap)
 	snprintf(dst, cap, "%s", t != NULL ? (const char *)t : "");
 }
 
-static int
-col_dup(sqlite3_stmt *s, int col, char **out)
-{
-	const unsigned char *t;
-
-	*out = NULL;
-	if (sqlite3_column_type(s, col) == SQLITE_NULL)
-		return KM_OK;
-	if ((t = sqlite3_column_text(s, col)) == NULL ||
-	    (*out = strdup((const char *)t)) == NULL)
-		return KM_ERR_NOMEM;
-	return KM_OK;
-}
-
-static int
-col_blob(sqlite3_stmt *s, int col, unsigned char **out, size_t *len)
-{
-	const void *p = sqlite3_column_blob(s, col);
-	int n = sqlite3_column_bytes(s, col);
-
-	*out = NULL;
-	*len = 0;
-	if (p == NULL || n <= 0)
-		return KM_OK;
-	if ((*out = malloc((size_t)n)) == NULL)
-		return KM_ERR_NOMEM;
-	memcpy(*out, p, (size_t)n);
-	*len = (size_t)n;
-	return KM_OK;
-}
-
 /* ---- officers and the quorum ---- */
 
 /* A query whose rows fill a new array: its SQL (no parameters), the row
@@ -214,7 +183,7 @@ officer_fill(sqlite3_stmt *s, void *row)
 	int r;
 
 	col_text(s, 0, o->name, sizeof(o->name));
-	if ((r = col_blob(s, 1, &o->spki, &o->spki_len)) != KM_OK)
+	if ((r = store_col_blob(s, 1, &o->spki, &o->spki_len)) != KM_OK)
 		return r;
 	o->active = strcmp((const char *)sqlite3_column_text(s, 2), "active") == 0;
 	o->added_at = sqlite3_column_int64(s, 3);
@@ -400,7 +369,7 @@ upload_tx(sqlite3 *db, void *arg)
 	    " ceremony_id = ?1", "t", a->id)) != KM_OK ||
 	    (r = step(db, s, &row)) != KM_OK)
 		goto out;
-	r = row ? col_blob(s, 0, &a->data, &a->len) : KM_OK;
+	r = row ? store_col_blob(s, 0, &a->data, &a->len) : KM_OK;
 	if (r == KM_OK && a->data == NULL)
 		r = KM_ERR_NOT_FOUND;
 out:
@@ -450,8 +419,8 @@ record_from_row(sqlite3 *db, sqlite3_stmt *s, struct cer_record **out)
 		r = KM_ERR_NOMEM;
 		goto out;
 	}
-	if ((r = col_dup(s, 1, &c->text)) != KM_OK ||
-	    (r = col_dup(s, 6, &c->result)) != KM_OK)
+	if ((r = store_col_text_dup(s, 1, &c->text)) != KM_OK ||
+	    (r = store_col_text_dup(s, 6, &c->result)) != KM_OK)
 		goto out;
 	if (c->text == NULL ||
 	    cer_request_parse(c->text, strlen(c->text), &c->req) != KM_OK) {
@@ -1093,7 +1062,7 @@ batch_tx(sqlite3 *db, void *arg)
 		a->it[a->n].version = (uint32_t)sqlite3_column_int64(s, 1);
 		col_text(s, 2, a->it[a->n].type, sizeof(a->it[0].type));
 		a->n++;
-		if ((r = col_blob(s, 3, &a->it[a->n - 1].wrapped,
+		if ((r = store_col_blob(s, 3, &a->it[a->n - 1].wrapped,
 		    &a->it[a->n - 1].wrapped_len)) != KM_OK)
 			goto out;
 	}

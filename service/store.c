@@ -1198,9 +1198,8 @@ col_text_fixed(sqlite3_stmt *s, int col, char *dst, size_t cap)
 	return KM_OK;
 }
 
-/* A TEXT column as a new string, NULL for NULL. */
-static int
-col_text_dup(sqlite3_stmt *s, int col, char **out)
+int
+store_col_text_dup(sqlite3_stmt *s, int col, char **out)
 {
 	const unsigned char *t;
 
@@ -1213,9 +1212,8 @@ col_text_dup(sqlite3_stmt *s, int col, char **out)
 	return KM_OK;
 }
 
-/* A BLOB column as a new buffer; NULL or empty gives NULL, 0. */
-static int
-col_blob(sqlite3_stmt *s, int col, unsigned char **out, size_t *len)
+int
+store_col_blob(sqlite3_stmt *s, int col, unsigned char **out, size_t *len)
 {
 	const void *p;
 	int n;
@@ -1268,9 +1266,9 @@ version_from_row(sqlite3_stmt *s, struct store_version *v)
 	v->last_used_at = sqlite3_column_int64(s, 7);
 	if ((r = col_u32(s, 3, &v->mek_version)) != KM_OK)
 		goto out;
-	if ((r = col_blob(s, 5, &v->wrapped, &v->wrapped_len)) != KM_OK)
+	if ((r = store_col_blob(s, 5, &v->wrapped, &v->wrapped_len)) != KM_OK)
 		goto out;
-	if ((r = col_blob(s, 6, &v->public_key, &v->public_key_len)) != KM_OK)
+	if ((r = store_col_blob(s, 6, &v->public_key, &v->public_key_len)) != KM_OK)
 		goto out;
 	r = KM_OK;
 out:
@@ -1343,7 +1341,7 @@ key_read(struct conn *c, const char *name, int64_t id, struct store_key **out)
 	    (r = col_text_fixed(s, 2, k->type, sizeof(k->type))) != KM_OK ||
 	    (r = col_text_fixed(s, 3, k->purpose, sizeof(k->purpose))) != KM_OK ||
 	    (r = col_u32(s, 4, &k->primary_version)) != KM_OK ||
-	    (r = col_text_dup(s, 8, &joined)) != KM_OK)
+	    (r = store_col_text_dup(s, 8, &joined)) != KM_OK)
 		goto out;
 	k->rotation_period = sqlite3_column_int64(s, 5);
 	k->next_rotation_at = sqlite3_column_int64(s, 6);
@@ -1929,8 +1927,8 @@ token_from_row(sqlite3_stmt *s, struct store_token **out)
 	}
 	if ((r = col_text_fixed(s, 0, t->id, sizeof(t->id))) != KM_OK ||
 	    (r = col_text_fixed(s, 2, t->role, sizeof(t->role))) != KM_OK ||
-	    (r = col_text_dup(s, 3, &t->keys)) != KM_OK ||
-	    (r = col_text_dup(s, 4, &t->description)) != KM_OK)
+	    (r = store_col_text_dup(s, 3, &t->keys)) != KM_OK ||
+	    (r = store_col_text_dup(s, 4, &t->description)) != KM_OK)
 		goto out;
 	hash = sqlite3_column_blob(s, 1);
 	if (sqlite3_column_bytes(s, 1) != (int)sizeof(t->hash) || hash == NULL) {

@@ -107,6 +107,13 @@ int store_write_tx(struct store *st, int (*fn)(struct sqlite3 *db, void *arg),
  * snapshot for all its queries). Returns fn's result. */
 int store_read_tx(struct store *st, int (*fn)(struct sqlite3 *db, void *arg),
     void *arg) KM_WUR;
+/* Column readers for such an fn: a TEXT column as a new string (NULL for
+ * NULL), a BLOB column as a new buffer (NULL, 0 for NULL or empty).
+ * KM_OK or KM_ERR_NOMEM. */
+struct sqlite3_stmt;
+int store_col_text_dup(struct sqlite3_stmt *s, int col, char **out) KM_WUR;
+int store_col_blob(struct sqlite3_stmt *s, int col, unsigned char **out,
+    size_t *len) KM_WUR;
 /* After key material was erased outside store_version_set_state: truncates
  * the WAL so old page images of the blob go (best effort). */
 void store_wal_scrub(struct store *st);
