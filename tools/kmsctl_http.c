@@ -375,6 +375,25 @@ setup_request(struct cli_http *h, const char *method, const char *url,
 	return 0;
 }
 
+/* Forgets the last answer and returns the URL of `path` (free()), or
+ * NULL when it would be too long. */
+static char *
+request_begin(struct cli_http *h, const char *path)
+{
+	struct km_buf url = KM_BUF_INIT(CLI_MAX_URL);
+	char *u;
+
+	h->request_id[0] = '\0';
+	h->last_code[0] = '\0';
+	h->last_status = 0;
+	km_buf_free(&h->resp);
+	km_buf_append_str(&url, h->base);
+	km_buf_append_str(&url, path);
+	u = km_buf_take_str(&url);
+	km_buf_free(&url);
+	return u;
+}
+
 /* A non-2xx answer (`doc` its JSON object, or NULL): printed and kept for
  * cli_http_last_code/status. Returns CLI_FAIL (4xx) or CLI_UNREACHABLE. */
 static int
@@ -397,7 +416,6 @@ static int
 http_call(struct cli_http *h, const char *method, const char *path,
     const char *req, const char *extra, json_t **answer)
 {
-	struct km_buf url = KM_BUF_INIT(CLI_MAX_URL);
 	struct curl_slist *last = NULL, *one = NULL;
 	char *u = NULL;
 	json_t *doc = NULL;
@@ -407,13 +425,7 @@ http_call(struct cli_http *h, const char *method, const char *path,
 	int r = CLI_UNREACHABLE;
 
 	*answer = NULL;
-	h->request_id[0] = '\0';
-	h->last_code[0] = '\0';
-	h->last_status = 0;
-	km_buf_free(&h->resp);
-	km_buf_append_str(&url, h->base);
-	km_buf_append_str(&url, path);
-	if ((u = km_buf_take_str(&url)) == NULL) {
+	if ((u = request_begin(h, path)) == NULL) {
 		fprintf(stderr, "kmsctl: URL too long\n");
 		r = CLI_USAGE;
 		goto out;
@@ -472,7 +484,6 @@ out:
 	curl_slist_free_all(one);
 	json_decref(doc);
 	free(u);
-	km_buf_free(&url);
 	km_buf_free(&h->resp);
 	return r;
 }
@@ -551,20 +562,13 @@ cli_http_get_stream(struct cli_http *h, const char *path, uint64_t max,
     int (*sink)(void *arg, const char *p, size_t n), void *arg)
 {
 	struct stream st = { h, sink, arg, 0, max, 0 };
-	struct km_buf url = KM_BUF_INIT(CLI_MAX_URL);
 	char *u = NULL;
 	json_t *doc = NULL;
 	CURLcode cc;
 	long status = 0;
 	int r = CLI_UNREACHABLE;
 
-	h->request_id[0] = '\0';
-	h->last_code[0] = '\0';
-	h->last_status = 0;
-	km_buf_free(&h->resp);
-	km_buf_append_str(&url, h->base);
-	km_buf_append_str(&url, path);
-	if ((u = km_buf_take_str(&url)) == NULL ||
+	if ((u = request_begin(h, path)) == NULL ||
 	    setup_common(h, u, h->stream_headers, on_stream, &st) != 0 ||
 	    /* Segments can be large: give up only on a stalled transfer. */
 	    curl_easy_setopt(h->curl, CURLOPT_LOW_SPEED_LIMIT, 1L) != CURLE_OK ||
@@ -597,7 +601,6 @@ cli_http_get_stream(struct cli_http *h, const char *path, uint64_t max,
 out:
 	json_decref(doc);
 	free(u);
-	km_buf_free(&url);
 	km_buf_free(&h->resp);
 	return r;
 }
