@@ -266,7 +266,11 @@ static int
 report_write(const char *path, const struct report *rp, const char *key,
     json_int_t v, const char *since, const char *until)
 {
-	size_t plen = strlen(path), i;
+	/* The CSV columns, as in the header line. */
+	static const char *const cols[] = { "seq", "ts", "actor", "op",
+		"outcome", "status", "request_id", "key", "version", "context",
+		"destination_key", "destination_version", "item" };
+	size_t plen = strlen(path), i, j;
 	const json_t *u;
 	json_t *doc;
 	FILE *f;
@@ -281,19 +285,8 @@ report_write(const char *path, const struct report *rp, const char *key,
 		fputs("seq,ts,actor,op,outcome,status,request_id,key,version,"
 		    "context,destination_key,destination_version,item\n", f);
 		json_array_foreach(rp->uses, i, u) {
-			csv_json(f, json_object_get(u, "seq"));
-			csv_json(f, json_object_get(u, "ts"));
-			csv_json(f, json_object_get(u, "actor"));
-			csv_json(f, json_object_get(u, "op"));
-			csv_json(f, json_object_get(u, "outcome"));
-			csv_json(f, json_object_get(u, "status"));
-			csv_json(f, json_object_get(u, "request_id"));
-			csv_json(f, json_object_get(u, "key"));
-			csv_json(f, json_object_get(u, "version"));
-			csv_json(f, json_object_get(u, "context"));
-			csv_json(f, json_object_get(u, "destination_key"));
-			csv_json(f, json_object_get(u, "destination_version"));
-			csv_json(f, json_object_get(u, "item"));
+			for (j = 0; j < sizeof(cols) / sizeof(cols[0]); j++)
+				csv_json(f, json_object_get(u, cols[j]));
 			fputc('\n', f);
 		}
 		ok = 1;
