@@ -137,11 +137,13 @@ col_text(sqlite3_stmt *s, int col, char *dst, size_t cap)
 /* ---- officers and the quorum ---- */
 
 /* A query whose rows fill a new array: its SQL (no parameters), the row
- * size and how to fill one row; then the array and its length. */
+ * size, how to fill one row and to free the rows; then the array and its
+ * length. */
 struct rows_arg {
 	const char *sql;
 	size_t elem;
 	int (*fill)(sqlite3_stmt *s, void *row);
+	void (*free_rows)(void *arr, size_t n);
 	void *arr;
 	size_t n;
 };
@@ -176,6 +178,38 @@ out:
 	return r;
 }
 
+/* Runs the query of `a` in one read transaction and hands its rows to
+ * *out and *n; on failure frees them (a half-read row too). */
+static int
+rows_read(struct store *st, struct rows_arg *a, void **out, size_t *n)
+{
+	int r;
+
+	*out = NULL;
+	*n = 0;
+	if ((r = store_read_tx(st, rows_tx, a)) != KM_OK) {
+		a->free_rows(a->arr, a->n);
+		return r;
+	}
+	*out = a->arr;
+	*n = a->n;
+	return KM_OK;
+}
+
+/* free_rows for rows that own no memory. */
+static void
+rows_free(void *arr, size_t n)
+{
+	(void)n;
+	free(arr);
+}
+
+static void
+officers_free(void *arr, size_t n)
+{
+	cer_officers_free(arr, n);
+}
+
 static int
 officer_fill(sqlite3_stmt *s, void *row)
 {
@@ -196,18 +230,9 @@ cer_store_officers(struct store *st, struct cer_officer **out, size_t *n)
 {
 	struct rows_arg a = { "SELECT name, public_key, state, added_at,"
 	    " removed_at FROM officers ORDER BY name", sizeof(**out),
-	    officer_fill, NULL, 0 };
-	int r;
+	    officer_fill, officers_free, NULL, 0 };
 
-	*out = NULL;
-	*n = 0;
-	if ((r = store_read_tx(st, rows_tx, &a)) != KM_OK) {
-		cer_officers_free(a.arr, a.n);
-		return r;
-	}
-	*out = a.arr;
-	*n = a.n;
-	return KM_OK;
+	return rows_read(st, &a, (void **)out, n);
 }
 
 static int
@@ -922,18 +947,9 @@ cer_store_meks(struct store *st, struct cer_mek **out, size_t *n)
 	    " (SELECT count(*) FROM key_versions v WHERE v.mek_version ="
 	    " m.version AND v.storage = 1 AND v.wrapped IS NOT NULL) FROM"
 	    " mek_versions m ORDER BY m.version", sizeof(**out), mek_fill,
-	    NULL, 0 };
-	int r;
+	    rows_free, NULL, 0 };
 
-	*out = NULL;
-	*n = 0;
-	if ((r = store_read_tx(st, rows_tx, &a)) != KM_OK) {
-		free(a.arr);
-		return r;
-	}
-	*out = a.arr;
-	*n = a.n;
-	return KM_OK;
+	return rows_read(st, &a, (void **)out, n);
 }
 
 struct count_arg {
@@ -1230,16 +1246,7 @@ cer_store_audit_keys(struct store *st, struct cer_audit_key **out, size_t *n)
 {
 	struct rows_arg a = { "SELECT label, kid, generation, created_at FROM"
 	    " audit_keys ORDER BY generation", sizeof(**out), audit_key_fill,
-	    NULL, 0 };
-	int r;
+	    rows_free, NULL, 0 };
 
-	*out = NULL;
-	*n = 0;
-	if ((r = store_read_tx(st, rows_tx, &a)) != KM_OK) {
-		free(a.arr);
-		return r;
-	}
-	*out = a.arr;
-	*n = a.n;
-	return KM_OK;
+	return rows_read(st, &a, (void **)out, n);
 }
