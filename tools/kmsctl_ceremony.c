@@ -381,36 +381,47 @@ pin_of(const struct signopts *so, char **pin)
 	return ask_secret("PIN of the officer token", pin);
 }
 
+int
+cli_officer_sign_key(EVP_PKEY *pk, const char *msg, const char *what,
+    char **sig_b64)
+{
+	EVP_MD_CTX *md = NULL;
+	unsigned char *der = NULL;
+	size_t der_len = 0;
+	int r = CLI_USAGE;
+
+	*sig_b64 = NULL;
+	if ((md = EVP_MD_CTX_new()) == NULL ||
+	    EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, pk) != 1 ||
+	    EVP_DigestSign(md, NULL, &der_len, (const unsigned char *)msg,
+	    strlen(msg)) != 1 || (der = malloc(der_len)) == NULL ||
+	    EVP_DigestSign(md, der, &der_len, (const unsigned char *)msg,
+	    strlen(msg)) != 1 || km_b64_encode(der, der_len, sig_b64) != KM_OK) {
+		fprintf(stderr, "kmsctl: signing %s failed\n", what);
+		goto out;
+	}
+	r = CLI_OK;
+out:
+	free(der);
+	EVP_MD_CTX_free(md);
+	return r;
+}
+
 /* Signs `msg` (ECDSA P-256, SHA-256) with the officer's key; *sig_b64 is
  * base64 DER. */
 static int
 sign_message(const struct signopts *so, const char *msg, char **sig_b64)
 {
-	unsigned char digest[SHA256_DIGEST_LENGTH], rs[64], *der = NULL;
+	unsigned char digest[SHA256_DIGEST_LENGTH], rs[64];
 	struct osign_key k;
-	EVP_MD_CTX *md = NULL;
 	EVP_PKEY *pk = NULL;
-	size_t der_len = 0;
 	char *pin = NULL;
 	int r = CLI_USAGE, kr;
 
 	*sig_b64 = NULL;
 	if (so->key_file != NULL) {
-		if ((r = load_private(so, &pk)) != CLI_OK)
-			goto out;
-		r = CLI_USAGE;
-		if ((md = EVP_MD_CTX_new()) == NULL ||
-		    EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, pk) != 1 ||
-		    EVP_DigestSign(md, NULL, &der_len, (const unsigned char *)msg,
-		    strlen(msg)) != 1 || (der = malloc(der_len)) == NULL ||
-		    EVP_DigestSign(md, der, &der_len, (const unsigned char *)msg,
-		    strlen(msg)) != 1) {
-			fprintf(stderr, "kmsctl: signing failed\n");
-			goto out;
-		}
-		if (km_b64_encode(der, der_len, sig_b64) != KM_OK)
-			goto out;
-		r = CLI_OK;
+		if ((r = load_private(so, &pk)) == CLI_OK)
+			r = cli_officer_sign_key(pk, msg, "the message", sig_b64);
 		goto out;
 	}
 	if ((r = pin_of(so, &pin)) != CLI_OK)
@@ -431,8 +442,6 @@ sign_message(const struct signopts *so, const char *msg, char **sig_b64)
 out:
 	if (pin != NULL)
 		km_secure_free(pin, strlen(pin));
-	free(der);
-	EVP_MD_CTX_free(md);
 	EVP_PKEY_free(pk);
 	return r;
 }

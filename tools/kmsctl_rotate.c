@@ -15,6 +15,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
+#include "kmsctl_ceremony.h"
 #include "kmsctl_cli.h"
 #include "kmsctl_http.h"
 
@@ -316,9 +317,6 @@ static int
 officer_sign(const char *pem_path, const char *msg, char **sig_b64)
 {
 	EVP_PKEY *pk = NULL;
-	EVP_MD_CTX *md = NULL;
-	unsigned char *der = NULL;
-	size_t der_len = 0;
 	FILE *f;
 	int r = CLI_USAGE;
 
@@ -335,19 +333,8 @@ officer_sign(const char *pem_path, const char *msg, char **sig_b64)
 		    pem_path);
 		goto out;
 	}
-	if ((md = EVP_MD_CTX_new()) == NULL ||
-	    EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, pk) != 1 ||
-	    EVP_DigestSign(md, NULL, &der_len, (const unsigned char *)msg,
-	    strlen(msg)) != 1 || (der = malloc(der_len)) == NULL ||
-	    EVP_DigestSign(md, der, &der_len, (const unsigned char *)msg,
-	    strlen(msg)) != 1 || km_b64_encode(der, der_len, sig_b64) != KM_OK) {
-		fprintf(stderr, "kmsctl: signing the revoke failed\n");
-		goto out;
-	}
-	r = CLI_OK;
+	r = cli_officer_sign_key(pk, msg, "the revoke", sig_b64);
 out:
-	free(der);
-	EVP_MD_CTX_free(md);
 	EVP_PKEY_free(pk);
 	return r;
 }
