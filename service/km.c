@@ -225,6 +225,18 @@ b64_val(unsigned char c)
 	return c == '+' ? 62 : c == '/' ? 63 : -1;
 }
 
+const char *
+km_terminal_safe(const char *in, char *out, size_t size)
+{
+	size_t i;
+
+	for (i = 0; in[i] != '\0' && i + 1 < size; i++)
+		out[i] = ((unsigned char)in[i] < 0x20 || in[i] == 0x7f) ? '?' :
+		    in[i];
+	out[i] = '\0';
+	return out;
+}
+
 int
 km_b64_decode(const char *in, size_t inlen, unsigned char **out, size_t *outlen)
 {

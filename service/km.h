@@ -84,6 +84,12 @@ char *km_buf_take_str(struct km_buf *b);
  * (also when the size would overflow) with *arr and *cap unchanged. */
 int km_grow(void **arr, size_t *cap, size_t need, size_t elem) KM_WUR;
 
+/* Copies `in` into out[size] for printing on a terminal, control
+ * characters (C0 and DEL) replaced by '?' and cut at size - 1 bytes, so
+ * an escape sequence in a server's or file's text cannot act on the
+ * terminal. Returns out. size must be at least 1. */
+const char *km_terminal_safe(const char *in, char *out, size_t size);
+
 /* Standard padded base64 (RFC 4648 section 4). *out is NUL-terminated and
  * owned by the caller. */
 int km_b64_encode(const unsigned char *in, size_t len, char **out) KM_WUR;

@@ -299,6 +299,7 @@ static void
 print_error(const struct cli_http *h, long status, const json_t *doc)
 {
 	const char *code = NULL, *msg = NULL, *rid = NULL;
+	char code_buf[128], msg_buf[1024], rid_buf[128];
 	json_t *err;
 
 	if (doc != NULL && (err = json_object_get(doc, "error")) != NULL) {
@@ -309,9 +310,12 @@ print_error(const struct cli_http *h, long status, const json_t *doc)
 	if (rid == NULL && h->request_id[0] != '\0')
 		rid = h->request_id;
 	fprintf(stderr, "kmsctl: error: %s: %s (HTTP %ld, request id %s)\n",
-	    code != NULL ? code : "http_error",
-	    msg != NULL ? msg : "the server's answer has no error object",
-	    status, rid != NULL ? rid : "none");
+	    code != NULL ? km_terminal_safe(code, code_buf, sizeof(code_buf)) :
+	    "http_error",
+	    msg != NULL ? km_terminal_safe(msg, msg_buf, sizeof(msg_buf)) :
+	    "the server's answer has no error object",
+	    status, rid != NULL ? km_terminal_safe(rid, rid_buf, sizeof(rid_buf)) :
+	    "none");
 	if (status == 401 && !h->have_token)
 		fprintf(stderr, "kmsctl: no token given: set KMS_TOKEN or use "
 		    "--token-file FILE\n");

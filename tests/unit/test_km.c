@@ -697,6 +697,25 @@ test_grow(void)
 	free(arr);
 }
 
+/* --- text for a terminal ------------------------------------------------ */
+
+static void
+test_terminal_safe(void)
+{
+	char out[16];
+
+	CU_ASSERT_STRING_EQUAL(km_terminal_safe("key not found", out,
+	    sizeof(out)), "key not found");
+	CU_ASSERT_STRING_EQUAL(km_terminal_safe("a\x1b[2Jb\r\n\x7f", out,
+	    sizeof(out)), "a?[2Jb???");
+	/* UTF-8 passes; only C0 and DEL are replaced. */
+	CU_ASSERT_STRING_EQUAL(km_terminal_safe("caf\xc3\xa9", out, sizeof(out)),
+	    "caf\xc3\xa9");
+	CU_ASSERT_STRING_EQUAL(km_terminal_safe("0123456789abcdefXYZ", out,
+	    sizeof(out)), "0123456789abcde");
+	CU_ASSERT_STRING_EQUAL(km_terminal_safe("abc", out, 1), "");
+}
+
 int
 main(void)
 {
@@ -721,6 +740,7 @@ main(void)
 		{ "duration parse", test_duration_parse },
 		{ "duration format", test_duration_format },
 		{ "grow keeps rows, zeroes new ones, refuses overflow", test_grow },
+		{ "terminal-safe text", test_terminal_safe },
 		{ NULL, NULL },
 	};
 
