@@ -31,7 +31,11 @@ struct audit {
 	uint64_t first_seq;		/* of the current segment */
 	uint64_t segment_bytes;
 	pthread_mutex_t lock;
-	pthread_cond_t synced;
+	/* Group commit: the waiters of fsync number n wait on synced[n & 1];
+	 * those that wrote after it started wait for n + 1 on the other. */
+	pthread_cond_t synced[2];
+	uint64_t sync_epoch;		/* number of the running or last fsync */
+	uint64_t sync_target;		/* records < sync_target: covered by it */
 	uint64_t next_seq;		/* seq of the next record */
 	uint64_t written_seq;		/* records < written_seq are in the file */
 	uint64_t durable_seq;		/* records < durable_seq are fsynced */
@@ -650,7 +654,8 @@ audit_open(const char *dir, struct audit **out)
 	a->segment_bytes = DEFAULT_SEGMENT_BYTES;
 	a->group_commit = 1;
 	pthread_mutex_init(&a->lock, NULL);
-	pthread_cond_init(&a->synced, NULL);
+	pthread_cond_init(&a->synced[0], NULL);
+	pthread_cond_init(&a->synced[1], NULL);
 	pthread_mutex_init(&a->cp_lock, NULL);
 	if ((a->dir = strdup(dir)) == NULL)
 		goto out;
@@ -695,7 +700,8 @@ audit_free(struct audit *a)
 	if (a->cp_fd >= 0)
 		close(a->cp_fd);
 	pthread_mutex_destroy(&a->lock);
-	pthread_cond_destroy(&a->synced);
+	pthread_cond_destroy(&a->synced[0]);
+	pthread_cond_destroy(&a->synced[1]);
 	pthread_mutex_destroy(&a->cp_lock);
 	json_decref(a->last_cp);
 	free(a->origin);
@@ -784,6 +790,49 @@ format_line(struct audit *a, const char *body, size_t *len)
 	return line;
 }
 
+/* Runs one fsync covering every record written so far; with group
+ * commit the lock is released across it. Called with the lock. */
+static void
+run_sync(struct audit *a)
+{
+	unsigned char hash[SHA256_DIGEST_LENGTH];
+	off_t target_size = a->size;
+	uint64_t epoch;
+	int rc, fd = a->fd;
+
+	a->syncing = 1;
+	epoch = ++a->sync_epoch;
+	a->sync_target = a->written_seq;
+	memcpy(hash, a->prev, sizeof(hash));
+	/* Without group commit the lock is held across the fsync, so
+	 * every record pays for its own. */
+	if (a->group_commit)
+		pthread_mutex_unlock(&a->lock);
+	rc = fdatasync(fd);
+	if (a->group_commit)
+		pthread_mutex_lock(&a->lock);
+	a->syncing = 0;
+	a->n_fsyncs++;
+	if (rc != 0) {
+		log_error("audit: fdatasync of %s failed: %s", a->path,
+		    strerror(errno));
+		a->failed = 1;
+		a->failed_since = km_now_us();
+		a->n_failures++;
+	} else if (a->sync_target > a->durable_seq) {
+		a->durable_seq = a->sync_target;
+		a->durable_size = target_size;
+		memcpy(a->durable_hash, hash, sizeof(hash));
+	}
+	/* Wake only the threads this fsync covered; of those that wrote
+	 * during it, one is woken to run the next (all of them on failure). */
+	pthread_cond_broadcast(&a->synced[epoch & 1]);
+	if (a->failed)
+		pthread_cond_broadcast(&a->synced[(epoch + 1) & 1]);
+	else if (a->written_seq > a->durable_seq)
+		pthread_cond_signal(&a->synced[(epoch + 1) & 1]);
+}
+
 /* Waits until record `seq` is durable, running the fsync itself when no
  * other thread is: every thread that wrote while an fsync was running is
  * covered by the next one (group commit). Called and returns with the lock. */
@@ -791,41 +840,13 @@ static int
 wait_durable(struct audit *a, uint64_t seq)
 {
 	while (a->durable_seq <= seq && !a->failed) {
-		unsigned char hash[SHA256_DIGEST_LENGTH];
-		uint64_t target;
-		off_t target_size;
-		int rc, fd;
-
 		if (a->syncing) {
-			pthread_cond_wait(&a->synced, &a->lock);
+			uint64_t e = a->sync_epoch + (seq < a->sync_target ? 0 : 1);
+
+			pthread_cond_wait(&a->synced[e & 1], &a->lock);
 			continue;
 		}
-		a->syncing = 1;
-		target = a->written_seq;
-		target_size = a->size;
-		memcpy(hash, a->prev, sizeof(hash));
-		fd = a->fd;
-		/* Without group commit the lock is held across the fsync, so
-		 * every record pays for its own. */
-		if (a->group_commit)
-			pthread_mutex_unlock(&a->lock);
-		rc = fdatasync(fd);
-		if (a->group_commit)
-			pthread_mutex_lock(&a->lock);
-		a->syncing = 0;
-		a->n_fsyncs++;
-		if (rc != 0) {
-			log_error("audit: fdatasync of %s failed: %s", a->path,
-			    strerror(errno));
-			a->failed = 1;
-			a->failed_since = km_now_us();
-			a->n_failures++;
-		} else if (target > a->durable_seq) {
-			a->durable_seq = target;
-			a->durable_size = target_size;
-			memcpy(a->durable_hash, hash, sizeof(hash));
-		}
-		pthread_cond_broadcast(&a->synced);
+		run_sync(a);
 	}
 	return a->durable_seq > seq ? KM_OK : KM_ERR_AUDIT;
 }
@@ -839,7 +860,7 @@ roll_segment(struct audit *a)
 	int r;
 
 	while (a->syncing)
-		pthread_cond_wait(&a->synced, &a->lock);
+		pthread_cond_wait(&a->synced[a->sync_epoch & 1], &a->lock);
 	/* Another writer may have rolled, or failed, while this one waited. */
 	if (a->failed)
 		return KM_ERR_AUDIT;
