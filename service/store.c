@@ -15,6 +15,7 @@
 #include <sqlite3.h>
 
 #include "log.h"
+#include "rowcache.h"
 
 /* Read connections. Each serves one reader at a time; WAL lets them read
  * the last committed state while the writer sits in a commit hook. */
@@ -366,6 +367,7 @@ struct store {
 	int n_sync;			/* how many of the three above exist */
 	struct conn w;
 	struct conn r[STORE_READERS];
+	struct rowcache *rows;		/* stale after every write_abort */
 };
 
 /* The store whose write lock this thread holds, so that a commit hook that
@@ -804,6 +806,7 @@ static void
 write_abort(struct store *st)
 {
 	conn_rollback(&st->w);
+	rowcache_changed(st->rows);
 	tl_writing = NULL;
 	pthread_mutex_unlock(&st->wlock);
 }
@@ -895,6 +898,7 @@ store_free(struct store *st)
 		pthread_mutex_destroy(&st->rlock);
 	if (st->n_sync > 0)
 		pthread_mutex_destroy(&st->wlock);
+	rowcache_free(st->rows);
 	free(st);
 }
 
@@ -930,6 +934,8 @@ store_open(const char *path, struct store **out)
 	if (pthread_cond_init(&st->rcond, NULL) != 0)
 		goto out;
 	st->n_sync++;
+	if ((r = rowcache_new(&st->rows)) != KM_OK)
+		goto out;
 	if ((r = db_precreate(path)) != KM_OK)
 		goto out;
 	if ((r = conn_open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
@@ -1474,6 +1480,7 @@ int
 store_key_get(struct store *st, const char *name, struct store_key **out)
 {
 	struct conn *c = NULL;
+	uint64_t gen;
 	int r = KM_ERR_INTERNAL;
 
 	*out = NULL;
@@ -1481,10 +1488,14 @@ store_key_get(struct store *st, const char *name, struct store_key **out)
 		r = KM_ERR_INVALID_REQUEST;
 		goto out;
 	}
+	if ((r = rowcache_key_get(st->rows, name, out)) != KM_ERR_NOT_FOUND)
+		goto out;
+	gen = rowcache_generation(st->rows);
 	if ((r = reader_begin(st, &c)) != KM_OK)
 		goto out;
 	if ((r = key_read(c, name, 0, out)) != KM_OK)
 		goto out;
+	rowcache_key_put(st->rows, gen, *out);
 	r = KM_OK;
 out:
 	if (c != NULL)
@@ -2001,6 +2012,7 @@ store_token_get(struct store *st, const char *id, struct store_token **out)
 {
 	struct conn *c = NULL;
 	sqlite3_stmt *s;
+	uint64_t gen;
 	int r = KM_ERR_INTERNAL, rc, row;
 
 	*out = NULL;
@@ -2008,6 +2020,9 @@ store_token_get(struct store *st, const char *id, struct store_token **out)
 		r = KM_ERR_INVALID_REQUEST;
 		goto out;
 	}
+	if ((r = rowcache_token_get(st->rows, id, out)) != KM_ERR_NOT_FOUND)
+		goto out;
+	gen = rowcache_generation(st->rows);
 	c = reader_get(st);
 	if ((r = conn_stmt(c, S_TOKEN_GET, &s)) != KM_OK)
 		goto out;
@@ -2023,6 +2038,7 @@ store_token_get(struct store *st, const char *id, struct store_token **out)
 	}
 	if ((r = token_from_row(s, out)) != KM_OK)
 		goto out;
+	rowcache_token_put(st->rows, gen, *out);
 	r = KM_OK;
 out:
 	if (c != NULL)

@@ -931,6 +931,83 @@ test_tokens(void)
 	store_free(st);
 }
 
+/* A row read again comes from the cache with the same contents, and every
+ * write transaction, even a rolled-back one, makes the next read see the
+ * database again: a revocation shows on the very next read. */
+static void
+test_cached_rows(void)
+{
+	struct store *st = open_fresh(NULL, 0);
+	struct store_key *k, *g1 = NULL, *g2 = NULL;
+	struct store_token t, *tg = NULL;
+	char *ctx[] = { "tenant", "matter" };
+	size_t i;
+
+	k = make_key("rc", 2);
+	k->required_context = ctx;
+	k->n_required = 2;
+	k->versions[0].public_key = bytes_dup("PUB", 3);
+	k->versions[0].public_key_len = 3;
+	CU_ASSERT_EQUAL_FATAL(store_key_create(st, k, NULL, NULL), KM_OK);
+	k->required_context = NULL;
+	k->n_required = 0;
+	store_key_free(k);
+	CU_ASSERT_EQUAL_FATAL(store_key_get(st, "rc", &g1), KM_OK);
+	CU_ASSERT_EQUAL_FATAL(store_key_get(st, "rc", &g2), KM_OK);
+	CU_ASSERT_PTR_NOT_EQUAL(g1, g2);
+	CU_ASSERT_STRING_EQUAL(g2->name, "rc");
+	CU_ASSERT_EQUAL(g2->id, g1->id);
+	CU_ASSERT_EQUAL(g2->primary_version, 2);
+	CU_ASSERT_EQUAL_FATAL(g2->n_required, 2);
+	CU_ASSERT_STRING_EQUAL(g2->required_context[0], g1->required_context[0]);
+	CU_ASSERT_STRING_EQUAL(g2->required_context[1], g1->required_context[1]);
+	CU_ASSERT_EQUAL_FATAL(g2->n_versions, 2);
+	for (i = 0; i < 2; i++) {
+		CU_ASSERT_EQUAL(g2->versions[i].state, g1->versions[i].state);
+		CU_ASSERT_EQUAL_FATAL(g2->versions[i].wrapped_len, 40);
+		CU_ASSERT(memcmp(g2->versions[i].wrapped, g1->versions[i].wrapped,
+		    40) == 0);
+	}
+	CU_ASSERT_EQUAL_FATAL(g2->versions[0].public_key_len, 3);
+	CU_ASSERT(memcmp(g2->versions[0].public_key, "PUB", 3) == 0);
+	CU_ASSERT_PTR_NULL(g2->versions[1].public_key);
+	store_key_free(g1);
+	store_key_free(g2);
+	g1 = g2 = NULL;
+
+	CU_ASSERT_EQUAL(store_version_set_state(st, "rc", 2, KM_STATE_PRIMARY,
+	    KM_STATE_REVOKED, NULL, NULL), KM_OK);
+	CU_ASSERT_EQUAL_FATAL(store_key_get(st, "rc", &g1), KM_OK);
+	CU_ASSERT_EQUAL(g1->versions[1].state, KM_STATE_REVOKED);
+	CU_ASSERT_EQUAL(g1->primary_version, 0);
+	store_key_free(g1);
+	g1 = NULL;
+	/* A refused write changes nothing; the row read after it agrees. */
+	CU_ASSERT_EQUAL(store_version_set_state(st, "rc", 1, KM_STATE_ACTIVE,
+	    KM_STATE_RETIRED, hook_fail, NULL), KM_ERR_AUDIT);
+	CU_ASSERT_EQUAL_FATAL(store_key_get(st, "rc", &g1), KM_OK);
+	CU_ASSERT_EQUAL(g1->versions[0].state, KM_STATE_ACTIVE);
+	store_key_free(g1);
+
+	t = make_token("cccccccccccccccc", "app", 3000);
+	t.keys = "rc";
+	CU_ASSERT_EQUAL_FATAL(store_token_create(st, &t, NULL, NULL), KM_OK);
+	for (i = 0; i < 2; i++) {
+		CU_ASSERT_EQUAL_FATAL(store_token_get(st, t.id, &tg), KM_OK);
+		CU_ASSERT_STRING_EQUAL(tg->keys, "rc");
+		CU_ASSERT_PTR_NULL(tg->description);
+		CU_ASSERT(memcmp(tg->hash, t.hash, sizeof(t.hash)) == 0);
+		CU_ASSERT_EQUAL(tg->revoked_at, 0);
+		store_token_free(tg);
+		tg = NULL;
+	}
+	CU_ASSERT_EQUAL(store_token_revoke(st, t.id, 5000, NULL, NULL), KM_OK);
+	CU_ASSERT_EQUAL_FATAL(store_token_get(st, t.id, &tg), KM_OK);
+	CU_ASSERT_EQUAL(tg->revoked_at, 5000);
+	store_token_free(tg);
+	store_free(st);
+}
+
 /* --- concurrency --------------------------------------------------------- */
 
 struct hold {
@@ -1302,6 +1379,7 @@ main(void)
 	    CU_add_test(s, "usage flush", test_usage_flush) == NULL ||
 	    CU_add_test(s, "MEK versions", test_mek) == NULL ||
 	    CU_add_test(s, "API tokens", test_tokens) == NULL ||
+	    CU_add_test(s, "cached rows follow every write", test_cached_rows) == NULL ||
 	    CU_add_test(s, "reads during a commit hook", test_read_during_hook) == NULL ||
 	    CU_add_test(s, "concurrent readers and writers", test_concurrency) == NULL ||
 	    CU_add_test(s, "snapshot consistency under rotation", test_snapshot_consistency) == NULL) {
