@@ -935,6 +935,12 @@ append_locked(struct audit *a, const char *body, uint64_t *seq)
 	if (r == KM_OK && seq != NULL)
 		*seq = my;
 out:
+	/* A writer told to run the next fsync may fail here instead; wake
+	 * every waiter so that none sleeps on with no fsync to come. */
+	if (a->failed) {
+		pthread_cond_broadcast(&a->synced[0]);
+		pthread_cond_broadcast(&a->synced[1]);
+	}
 	free(line);
 	return r;
 }
