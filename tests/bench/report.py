@@ -91,6 +91,14 @@ def fmt_ms(x):
     return "%.2f" % x if x < 10 else "%.1f" % x if x < 100 else "%.0f" % x
 
 
+def best_of(*xs):
+    """The token's ceiling: the better of its 1- and 2-thread rates (SoftHSM
+    can do less with two threads than with one, and a ceiling is the most
+    the token does, not the least)."""
+    xs = [x for x in xs if x is not None]
+    return max(xs) if xs else None
+
+
 def ratio(a, b):
     if a is None or b is None or b == 0:
         return None
@@ -130,8 +138,8 @@ def render(res, machine):
         out.append("| %s | %s | %s | %s | %s | %s | %s |" %
                    (label, load, rate, items, fmt_ms(p50), fmt_ms(p99), rat))
 
-    aes2 = get("aes.2").num("ops_per_s")
-    ec2 = get("ecdsa.2").num("ops_per_s")
+    aes_ceil = best_of(get("aes.1").num("ops_per_s"), get("aes.2").num("ops_per_s"))
+    ec_ceil = best_of(get("ecdsa.1").num("ops_per_s"), get("ecdsa.2").num("ops_per_s"))
     for t in (1, 2):
         r = get("aes.%d" % t)
         line("ceiling: token AES-256-GCM encrypt, 32 B + 68 B AAD",
@@ -156,14 +164,14 @@ def render(res, machine):
             rat, it = "", ""
             if items:
                 it = fmt_rate(rps * items) if rps is not None else ""
-                rat = fmt_ratio(ratio(rps * items if rps else None, aes2),
-                                "token AES (2 thr)")
+                rat = fmt_ratio(ratio(rps * items if rps else None, aes_ceil),
+                                "token AES (best)")
             elif rid == "wrap":
-                lim = min(aes2, http[c]) if aes2 and http[c] else None
+                lim = min(aes_ceil, http[c]) if aes_ceil and http[c] else None
                 rat = fmt_ratio(ratio(rps, lim),
-                                "min(token AES 2 thr, HTTP %d conns)" % c)
+                                "min(token AES best, HTTP %d conns)" % c)
             elif rid == "sign":
-                rat = fmt_ratio(ratio(rps, ec2), "token ECDSA (2 thr)")
+                rat = fmt_ratio(ratio(rps, ec_ceil), "token ECDSA (best)")
             line(label, "%d conns" % c, fmt_rate(rps), it, r.num("p50_ms"),
                  r.num("p99_ms"), rat, row=r)
     base = None
@@ -204,21 +212,21 @@ def render(res, machine):
         else:
             out.append("| kmsd start-up | | failed (%s) | | | | |" % st.get("failed", "?"))
     out.append("")
-    out.extend(targets(res, get, aes2, ec2, http))
+    out.extend(targets(res, get, aes_ceil, ec_ceil, http))
     return "\n".join(out) + "\n"
 
 
-def targets(res, get, aes2, ec2, http):
+def targets(res, get, aes_ceil, ec_ceil, http):
     out = ["| target | measured | goal | |", "|---|---:|---:|---|"]
 
     def verdict(ok):
         return "n/a" if ok is None else "met" if ok else "**missed**"
 
     w = get("wrap.64")
-    lim = min(aes2, http[64]) if aes2 and http[64] else None
+    lim = min(aes_ceil, http[64]) if aes_ceil and http[64] else None
     r = ratio(w.num("rps"), lim)
     p99 = w.num("p99_ms")
-    out.append("| single wrap at 64 conns / min(token AES 2 thr, HTTP 64 conns); p99 | %s | >= 0.50; <= 10 ms | %s |" % (
+    out.append("| single wrap at 64 conns / min(token AES best, HTTP 64 conns); p99 | %s | >= 0.50; <= 10 ms | %s |" % (
         "n/a" if r is None else "%.2f; %s ms" % (r, fmt_ms(p99)),
         verdict(None if r is None else r >= 0.5 and p99 <= 10)))
 
@@ -227,8 +235,8 @@ def targets(res, get, aes2, ec2, http):
         vals = [v * scale for v in vals if v is not None]
         return max(vals) if vals else None
 
-    r = ratio(best("batch1000", 1000), aes2)
-    out.append("| batch-1000 items/s (best of 1/16/64 conns) / token AES 2 thr | %s | >= 0.80 | %s |" % (
+    r = ratio(best("batch1000", 1000), aes_ceil)
+    out.append("| batch-1000 items/s (best of 1/16/64 conns) / token AES best | %s | >= 0.80 | %s |" % (
         "n/a" if r is None else "%.2f" % r, verdict(None if r is None else r >= 0.8)))
     big = "scale.big" in res
     r = ratio(get("scale.big").num("rps"), get("scale.small").num("rps"))
@@ -250,8 +258,8 @@ def targets(res, get, aes2, ec2, http):
     out.append("| kmsd start-up with 100,000 keys | %s | <= 2 s | %s |" % (
         "n/a" if ms is None else "{:,} ms{}".format(ms, "" if full else " (%s keys)" % st.get("keys")),
         verdict(None if ms is None or not full else ms <= 2000)))
-    r = ratio(best("sign"), ec2)
-    out.append("| ES256 sign (best of 1/16/64 conns) / token ECDSA 2 thr | %s | >= 0.50 | %s |" % (
+    r = ratio(best("sign"), ec_ceil)
+    out.append("| ES256 sign (best of 1/16/64 conns) / token ECDSA best | %s | >= 0.50 | %s |" % (
         "n/a" if r is None else "%.2f" % r, verdict(None if r is None else r >= 0.5)))
     return out
 
