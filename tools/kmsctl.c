@@ -95,6 +95,7 @@ static const char usage_main[] =
     "  key show      show one key and its versions\n"
     "  key rotate    make a new primary version\n"
     "  key state     move a key version to another state\n"
+    "  key config    change a key's rotation period or expiry\n"
     "  key revoke    revoke a key version at once (an officer's signature)\n"
     "  key inventory every key: versions, age, next rotation, expiry, old-version use\n"
     "  wrap          wrap plaintext bytes (up to 4096) under a key\n"
